@@ -1,0 +1,3 @@
+#[derive(clap::Args)]
+pub struct Options {}
+pub fn main(_: &Options) -> anyhow::Result<()> { Ok(()) }

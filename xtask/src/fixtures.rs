@@ -1,0 +1,64 @@
+//! Go fixtures and Debian packages the tests use.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{root, run, step, succeeds};
+
+/// Debian packages the tests and the demo use: curl for the demo's requests.
+const APT_PACKAGES: &[(&str, &str)] = &[("curl", "curl")];
+
+pub fn apt_packages(check: bool) -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !succeeds(Command::new("sh").arg("-c").arg(format!("command -v {bin}"))))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        step("apt packages: present");
+        return Ok(());
+    }
+    if check {
+        bail!("missing piece: Debian packages {missing:?}");
+    }
+    run(Command::new("apt-get").args(["-q", "update"]))?;
+    run(Command::new("apt-get")
+        .args(["-q", "-y", "install", "--no-install-recommends"])
+        .args(&missing))
+    .context("apt-get install failed")?;
+    step(&format!("apt packages: installed {missing:?}"));
+    Ok(())
+}
+
+/// Builds every fixture under tests/fixtures (each a Go main package) twice: normal and stripped.
+pub fn build_all() -> Result<Vec<PathBuf>> {
+    let src = root().join("tests/fixtures");
+    let out = root().join("target/fixtures");
+    std::fs::create_dir_all(&out)?;
+    let mut built = Vec::new();
+    for entry in std::fs::read_dir(&src)? {
+        let dir = entry?.path();
+        if !dir.join("go.mod").exists() {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .context("fixture dir name")?
+            .to_string_lossy()
+            .into_owned();
+        for (suffix, ldflags) in [("", ""), ("-stripped", "-s -w")] {
+            let bin = out.join(format!("{name}{suffix}"));
+            run(Command::new("go")
+                .current_dir(&dir)
+                .env("CGO_ENABLED", "0")
+                .args(["build", "-trimpath", "-o"])
+                .arg(&bin)
+                .arg(format!("-ldflags={ldflags}"))
+                .arg("."))?;
+            step(&format!("fixture: {}", bin.display()));
+            built.push(bin);
+        }
+    }
+    Ok(built)
+}

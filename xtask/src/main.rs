@@ -1,0 +1,37 @@
+//! Developer commands: `cargo xtask <setup|fixtures|test|demo>`.
+
+mod demo;
+mod fixtures;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "kraken-tracer developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install everything the build and the tests need (idempotent).
+    Setup(setup::Options),
+    /// Build the Go test fixtures (normal and stripped) into target/fixtures.
+    Fixtures,
+    /// Set up, then run every test: unit tests and the privileged integration tests.
+    Test(test::Options),
+    /// Set up, build, start the Go fixture and trace it, printing events.
+    Demo(demo::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup(o) => setup::main(&o),
+        Cmd::Fixtures => fixtures::build_all().map(|_| ()),
+        Cmd::Test(o) => test::main(&o),
+        Cmd::Demo(o) => demo::main(&o),
+    }
+}
