@@ -1,1 +1,213 @@
-//! Test harness.
+//! Harness for the privileged integration tests: Go fixtures, an in-process tracer, a tiny
+//! HTTP client, and waiting on conditions with deadlines (never fixed sleeps).
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use kraken_tracer::{events::Event, reader::EventReader, tracer::Tracer};
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds (once per test binary) and returns a Go fixture from tests/fixtures/<name>.
+pub fn fixture(name: &str, stripped: bool) -> PathBuf {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = LOCK.get_or_init(|| Mutex::new(())).lock();
+    let out = workspace().join("target/fixtures").join(if stripped {
+        format!("{name}-stripped")
+    } else {
+        name.to_owned()
+    });
+    if !out.exists() {
+        let status = Command::new("go")
+            .current_dir(workspace().join("tests/fixtures").join(name))
+            .env("CGO_ENABLED", "0")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&out)
+            .arg(if stripped {
+                "-ldflags=-s -w"
+            } else {
+                "-ldflags="
+            })
+            .arg(".")
+            .status()
+            .expect("go build");
+        assert!(status.success(), "building fixture {name} failed");
+    }
+    out
+}
+
+/// A running fixture process; killed on drop.
+pub struct Fixture {
+    pub child: Child,
+    pub pid: u32,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Fixture {
+    /// Starts an HTTP fixture and waits for its "listening on ADDR" line.
+    pub fn http(bin: &Path) -> Result<Fixture> {
+        let mut child = Command::new(bin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("fixture stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected fixture output {line:?}"))?
+            .parse()?;
+        let pid = child.id();
+        Ok(Fixture {
+            child,
+            pid,
+            addr: Some(addr),
+        })
+    }
+
+    /// Starts a fixture that prints one line when ready.
+    pub fn plain(bin: &Path) -> Result<Fixture> {
+        let mut child = Command::new(bin).stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().context("fixture stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let pid = child.id();
+        Ok(Fixture {
+            child,
+            pid,
+            addr: None,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("HTTP fixture")
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code.
+pub fn request(addr: SocketAddr, method: &str, target: &str) -> Result<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad response {head:?}"))?;
+    Ok(code)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The tracer, loaded in-process, with its reader collecting every event into a Vec.
+pub struct Traced {
+    pub tracer: Tracer,
+    pub events: Arc<Mutex<Vec<Event>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Traced {
+    pub fn start(pids: &[u32]) -> Result<Traced> {
+        let mut tracer = Tracer::load(&std::env::temp_dir())?;
+        for &pid in pids {
+            tracer.attach_pid(pid)?;
+        }
+        let ring = tracer.take_events()?;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let reader = EventReader::new(ring, Duration::from_millis(5)).expect("reader");
+                reader
+                    .run(move |ev| sink.lock().expect("events").push(ev), stop_rx)
+                    .await;
+            });
+        });
+        Ok(Traced {
+            tracer,
+            events,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.events.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Waits until `n` events arrived; fails with what arrived otherwise.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Event>> {
+        if !wait_until(timeout, || self.count() >= n) {
+            bail!("waited {timeout:?} for {n} events, got {}", self.count());
+        }
+        Ok(self.events.lock().map(|e| e.clone()).unwrap_or_default())
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Path of the kraken-tracer binary (built by `cargo xtask test` before the tests run).
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("KRAKEN_TRACER_BIN").map_or_else(
+        || workspace().join("target/debug/kraken-tracer"),
+        PathBuf::from,
+    )
+}

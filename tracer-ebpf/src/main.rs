@@ -1,5 +1,20 @@
+//! kraken-tracer's kernel programs. One object; every program is a thin `#[uprobe]` entry
+//! point forwarding to a `try_` function.
 #![no_std]
 #![no_main]
+
+mod goabi;
+mod gostr;
+mod maps;
+mod probes;
+
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach here; it is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,4 +1,19 @@
 //! kraken-tracer's library: everything the `kraken-tracer` binary does, stage by stage.
+//!
+//! target (pid → executable, Go version, offsets) → symbols (functions, probe sites)
+//! → tracer (load eBPF, attach uprobes) → reader (ring buffer) → events (decode) → output.
 
+pub mod config;
+pub mod events;
+pub mod features;
+pub mod inspect;
 pub mod offsets;
+pub mod reader;
+pub mod session;
 pub mod symbols;
+pub mod target;
+pub mod tracer;
+pub mod watch;
+
+/// The eBPF object built from `tracer-ebpf` (empty when built with AYA_BUILD_SKIP=1).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));

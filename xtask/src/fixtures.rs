@@ -12,7 +12,13 @@ const APT_PACKAGES: &[(&str, &str)] = &[("curl", "curl")];
 pub fn apt_packages(check: bool) -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(bin, _)| !succeeds(Command::new("sh").arg("-c").arg(format!("command -v {bin}"))))
+        .filter(|(bin, _)| {
+            !succeeds(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {bin}")),
+            )
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

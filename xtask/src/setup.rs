@@ -69,10 +69,16 @@ fn rust_src(sysroot: &Path, check: bool) -> Result<()> {
     )?;
     let private = |c: &mut Command| {
         c.arg("-o")
-            .arg(format!("Dir::Etc::sourcelist={}", work.join("sources.list").display()))
+            .arg(format!(
+                "Dir::Etc::sourcelist={}",
+                work.join("sources.list").display()
+            ))
             .args(["-o", "Dir::Etc::sourceparts=-"])
             .arg("-o")
-            .arg(format!("Dir::State::Lists={}", work.join("lists").display()))
+            .arg(format!(
+                "Dir::State::Lists={}",
+                work.join("lists").display()
+            ))
             .arg("-o")
             .arg(format!("Dir::Cache={}", work.join("cache").display()));
     };
@@ -86,7 +92,9 @@ fn rust_src(sysroot: &Path, check: bool) -> Result<()> {
         .lines()
         .filter_map(|l| l.split('|').nth(1).map(str::trim))
         .find(|v| v.starts_with(&format!("{version}+")))
-        .with_context(|| format!("missing piece: no Debian rust-src package matches rustc {version}"))?
+        .with_context(|| {
+            format!("missing piece: no Debian rust-src package matches rustc {version}")
+        })?
         .to_owned();
     let mut download = Command::new("apt-get");
     private(&mut download);
@@ -119,11 +127,11 @@ fn cargo_home() -> PathBuf {
 fn bpf_linker(sysroot: &Path, check: bool) -> Result<()> {
     let home = cargo_home();
     let bin = home.join("bin/bpf-linker");
-    if let Ok(v) = output(Command::new(&bin).arg("--version")) {
-        if v.contains(BPF_LINKER_VERSION) {
-            step(&format!("bpf-linker: {v} at {}", bin.display()));
-            return Ok(());
-        }
+    if let Ok(v) = output(Command::new(&bin).arg("--version"))
+        && v.contains(BPF_LINKER_VERSION)
+    {
+        step(&format!("bpf-linker: {v} at {}", bin.display()));
+        return Ok(());
     }
     if check {
         bail!("missing piece: bpf-linker {BPF_LINKER_VERSION} (run `cargo xtask setup`)");
@@ -135,7 +143,12 @@ fn bpf_linker(sysroot: &Path, check: bool) -> Result<()> {
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
-        .with_context(|| format!("missing piece: rustc's libLLVM.so.* in {}", libdir.display()))?;
+        .with_context(|| {
+            format!(
+                "missing piece: rustc's libLLVM.so.* in {}",
+                libdir.display()
+            )
+        })?;
     let major = real
         .trim_start_matches("libLLVM.so.")
         .split('.')
@@ -158,7 +171,13 @@ fn bpf_linker(sysroot: &Path, check: bool) -> Result<()> {
     ));
     run(Command::new("cargo")
         .env("LLVM_PREFIX", &prefix)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+        ])
         .args(["--no-default-features", "--features"])
         .arg(format!("llvm-{major}"))
         .arg("--root")
@@ -172,7 +191,10 @@ fn bpf_linker(sysroot: &Path, check: bool) -> Result<()> {
 
 fn tracefs(check: bool) -> Result<()> {
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+    {
         step("tracefs: mounted");
         return Ok(());
     }

@@ -1,0 +1,106 @@
+//! Bad input gets one clear line and a non-zero exit, never a panic.
+
+use std::process::{Command, Output};
+
+use tracer_it::{Fixture, fixture, tracer_bin};
+
+fn tracer(args: &[&str]) -> Output {
+    Command::new(tracer_bin())
+        .args(args)
+        .output()
+        .expect("run kraken-tracer")
+}
+
+fn assert_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("kraken-tracer: error:"))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} lacks {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+}
+
+#[test]
+fn no_such_pid() {
+    // PIDs above pid_max never exist.
+    assert_error(
+        &tracer(&["attach", "--pid", "99999999"]),
+        "no such process: pid 99999999",
+    );
+}
+
+#[test]
+fn not_a_go_binary() {
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let out = tracer(&["attach", "--pid", &pid]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_error(&out, "is not a Go executable");
+}
+
+#[test]
+fn not_an_elf() {
+    let path = std::env::temp_dir().join("kraken-tracer-not-elf.txt");
+    std::fs::write(&path, "just text\n").unwrap();
+    assert_error(&tracer(&["inspect", path.to_str().unwrap()]), "not an ELF");
+}
+
+#[test]
+fn symbol_not_found() {
+    let fx = Fixture::plain(&fixture("nohttp", false)).unwrap();
+    assert_error(
+        &tracer(&["attach", "--pid", &fx.pid.to_string()]),
+        "net/http.serverHandler.ServeHTTP",
+    );
+}
+
+#[test]
+fn permission_denied_without_privileges() {
+    let fx = Fixture::http(&fixture("httpserver", false)).unwrap();
+    // setpriv drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(tracer_bin())
+        .args(["attach", "--pid", &fx.pid.to_string()])
+        .output()
+        .expect("setpriv");
+    assert_error(&out, "ermission denied");
+}
+
+#[test]
+fn verifier_rejection_saves_the_log() {
+    use object::{Object as _, ObjectSection as _};
+    let obj = kraken_tracer::EBPF_OBJECT;
+    let file = object::File::parse(obj).unwrap();
+    let section = file
+        .sections()
+        .find(|s| s.name().is_ok_and(|n| n.starts_with("uprobe")))
+        .expect("a uprobe section");
+    let (start, _) = section.file_range().unwrap();
+    let mut bad = obj.to_vec();
+    // First instruction becomes `r0 = r5`: r5 is uninitialised at entry, which the verifier rejects.
+    let start = usize::try_from(start).unwrap();
+    bad[start..start + 8].copy_from_slice(&[0xbf, 0x50, 0, 0, 0, 0, 0, 0]);
+    let dir = std::env::temp_dir().join("kraken-tracer-verifier-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = match kraken_tracer::tracer::Tracer::load_object(&bad, &dir) {
+        Ok(_) => panic!("a broken program loaded"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("verifier rejected"), "{msg}");
+    let log = std::fs::read_to_string(dir.join("http_serve.verifier.log")).unwrap();
+    assert!(log.contains("R5"), "verifier log lacks the reason: {log}");
+}

@@ -1,0 +1,113 @@
+//! Command line (clap derive, with `KRAKEN_TRACER_*` environment fallbacks).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kraken-tracer",
+    version,
+    about = "Zero-instrumentation eBPF tracing for Uber Kraken (Go)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to running Go processes and trace them until they exit or SIGINT/SIGTERM.
+    Attach(AttachArgs),
+    /// Print which kernel features are available and which fallbacks will be used.
+    Features,
+    /// Show what the tracer would probe in an executable (Go version, symbols, sites, offsets).
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Process to trace (repeatable).
+    #[arg(
+        long = "pid",
+        required = true,
+        env = "KRAKEN_TRACER_PID",
+        value_delimiter = ','
+    )]
+    pub pids: Vec<u32>,
+    /// Print one line per probe event on stdout.
+    #[arg(long, env = "KRAKEN_TRACER_STDOUT")]
+    pub stdout: bool,
+    /// How often the ring buffer is drained when the kernel has not woken the reader.
+    #[arg(long, env = "KRAKEN_TRACER_DRAIN_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
+    pub drain_interval: Duration,
+    /// Where a verifier log is written if the kernel rejects a program (default: the temp dir).
+    #[arg(long, env = "KRAKEN_TRACER_VERIFIER_LOG_DIR")]
+    pub verifier_log_dir: Option<PathBuf>,
+    /// Keep running after every traced process has exited.
+    #[arg(long, env = "KRAKEN_TRACER_KEEP_RUNNING")]
+    pub keep_running: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An executable path, or a PID.
+    pub target: String,
+}
+
+/// Parses "250ms", "5s", "2m", "1500us" or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (e.g. 10ms, 5s)"))?;
+    match unit {
+        "" | "ms" => Ok(Duration::from_millis(n)),
+        "us" | "µs" => Ok(Duration::from_micros(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "unknown duration unit {unit:?} in {s:?} (use us, ms, s or m)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_millis(7)));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "kraken-tracer",
+            "attach",
+            "--pid",
+            "1",
+            "--pid",
+            "2,3",
+            "--stdout",
+        ])
+        .unwrap();
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach")
+        };
+        assert_eq!(a.pids, vec![1, 2, 3]);
+        assert!(a.stdout);
+        let err = Cli::try_parse_from(["kraken-tracer", "attach", "--pid", "x"]).unwrap_err();
+        assert!(err.to_string().contains("--pid"), "{err}");
+    }
+}

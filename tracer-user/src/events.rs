@@ -1,0 +1,241 @@
+//! Decoding ring-buffer records into typed events. Pure: no I/O, never panics on bad bytes.
+
+use std::fmt;
+
+use tracer_common::{
+    event::{EventHeader, HttpServeEvent},
+    probe::ProbeId,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the event header")]
+    TooShort { len: usize },
+    #[error("unknown probe id {0}")]
+    UnknownProbe(u32),
+    #[error("{probe:?} record has {len} bytes, expected {expected}")]
+    WrongSize {
+        probe: ProbeId,
+        len: usize,
+        expected: usize,
+    },
+}
+
+/// A decoded event. Strings are copied out and made lossy-UTF-8.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    HttpServe(HttpServe),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub probe: ProbeId,
+    pub tgid: u32,
+    pub tid: u32,
+    pub goroutine: u64,
+    pub ktime_ns: u64,
+}
+
+/// A captured Go string: its text (possibly cut at the capture limit) and whether it was cut.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub text: String,
+    pub truncated: bool,
+    pub read_error: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpServe {
+    pub hdr: Header,
+    pub request: u64,
+    pub method: Captured,
+    /// The request target as sent (path and query).
+    pub uri: Captured,
+    pub host: Captured,
+    pub remote_addr: Captured,
+}
+
+impl Event {
+    pub fn header(&self) -> &Header {
+        match self {
+            Event::HttpServe(e) => &e.hdr,
+        }
+    }
+}
+
+fn captured<const N: usize>(s: &tracer_common::event::GoStr<N>) -> Captured {
+    Captured {
+        text: String::from_utf8_lossy(s.captured()).into_owned(),
+        truncated: s.truncated(),
+        read_error: s.read_error != 0,
+    }
+}
+
+/// Copies a `#[repr(C)]` plain-data value out of an unaligned byte slice of exactly its size.
+fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; T is a repr(C) type made only of integers and byte
+    // arrays, for which every bit pattern is valid; read_unaligned copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let raw: EventHeader = read_pod(bytes).ok_or(DecodeError::TooShort { len: bytes.len() })?;
+    let probe = ProbeId::from_u32(raw.probe).ok_or(DecodeError::UnknownProbe(raw.probe))?;
+    let hdr = Header {
+        probe,
+        tgid: raw.tgid,
+        tid: raw.tid,
+        goroutine: raw.goroutine,
+        ktime_ns: raw.ktime_ns,
+    };
+    let sized = |expected: usize| {
+        if bytes.len() == expected {
+            Ok(())
+        } else {
+            Err(DecodeError::WrongSize {
+                probe,
+                len: bytes.len(),
+                expected,
+            })
+        }
+    };
+    match probe {
+        ProbeId::HttpServe => {
+            sized(size_of::<HttpServeEvent>())?;
+            let e: HttpServeEvent =
+                read_pod(bytes).ok_or(DecodeError::TooShort { len: bytes.len() })?;
+            Ok(Event::HttpServe(HttpServe {
+                hdr,
+                request: e.request,
+                method: captured(&e.method),
+                uri: captured(&e.uri),
+                host: captured(&e.host),
+                remote_addr: captured(&e.remote_addr),
+            }))
+        }
+    }
+}
+
+impl HttpServe {
+    /// The path part of the request target, without the query string.
+    pub fn path(&self) -> &str {
+        self.uri.text.split('?').next().unwrap_or_default()
+    }
+
+    pub fn has_query(&self) -> bool {
+        self.uri.text.contains('?')
+    }
+}
+
+impl fmt::Display for Event {
+    /// One line per event; query strings are never printed (they may carry secrets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::HttpServe(e) => {
+                let h = &e.hdr;
+                write!(
+                    f,
+                    "http_serve pid={} tid={} g={:#x} t={} method={} path={}{}{} host={} remote={}",
+                    h.tgid,
+                    h.tid,
+                    h.goroutine,
+                    h.ktime_ns,
+                    e.method.text,
+                    e.path(),
+                    if e.has_query() { "?<redacted>" } else { "" },
+                    if e.uri.truncated { " (truncated)" } else { "" },
+                    e.host.text,
+                    e.remote_addr.text
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::event::{ADDR_LEN, GoStr, METHOD_LEN, URI_LEN};
+
+    use super::*;
+
+    fn gostr<const N: usize>(s: &str) -> GoStr<N> {
+        let mut g = GoStr {
+            len: u32::try_from(s.len()).unwrap(),
+            read_error: 0,
+            bytes: [0; N],
+        };
+        let n = s.len().min(N);
+        g.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        g
+    }
+
+    fn encode(e: &HttpServeEvent) -> Vec<u8> {
+        let p = std::ptr::from_ref(e).cast::<u8>();
+        unsafe { std::slice::from_raw_parts(p, size_of::<HttpServeEvent>()) }.to_vec()
+    }
+
+    fn sample(uri: &str) -> HttpServeEvent {
+        HttpServeEvent {
+            hdr: EventHeader {
+                probe: ProbeId::HttpServe as u32,
+                tgid: 42,
+                tid: 43,
+                _pad: 0,
+                goroutine: 0xc000_0001,
+                ktime_ns: 123,
+            },
+            request: 0xc000_1000,
+            method: gostr::<METHOD_LEN>("GET"),
+            uri: gostr::<URI_LEN>(uri),
+            host: gostr::<ADDR_LEN>("127.0.0.1:8080"),
+            remote_addr: gostr::<ADDR_LEN>("127.0.0.1:5555"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample("/namespace/x/blobs/sha256:ab?token=secret"));
+        let Event::HttpServe(e) = decode(&bytes).unwrap();
+        assert_eq!(e.hdr.tgid, 42);
+        assert_eq!(e.hdr.goroutine, 0xc000_0001);
+        assert_eq!(e.method.text, "GET");
+        assert_eq!(e.path(), "/namespace/x/blobs/sha256:ab");
+        assert_eq!(e.host.text, "127.0.0.1:8080");
+        let line = decode(&bytes).unwrap().to_string();
+        assert!(!line.contains("secret"), "query leaked: {line}");
+        assert!(line.contains("?<redacted>"));
+    }
+
+    #[test]
+    fn long_uri_is_marked_truncated() {
+        let long = format!("/{}", "a".repeat(URI_LEN + 10));
+        let Event::HttpServe(e) = decode(&encode(&sample(&long))).unwrap();
+        assert!(e.uri.truncated);
+        assert_eq!(e.uri.text.len(), URI_LEN);
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::TooShort { len: 3 }));
+        let mut bytes = encode(&sample("/"));
+        bytes[0] = 200;
+        assert_eq!(decode(&bytes), Err(DecodeError::UnknownProbe(200)));
+        let bytes = encode(&sample("/"));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::WrongSize { .. })
+        ));
+    }
+
+    #[test]
+    fn layout_is_stable() {
+        // The kernel writes these; a change of size or field offset must be deliberate.
+        assert_eq!(size_of::<EventHeader>(), 32);
+        assert_eq!(std::mem::offset_of!(EventHeader, probe), 0);
+        assert_eq!(std::mem::offset_of!(HttpServeEvent, request), 32);
+        assert_eq!(size_of::<HttpServeEvent>() % 8, 0);
+    }
+}

@@ -1,0 +1,53 @@
+//! `kraken-tracer inspect <exe|pid>`: what the tracer would probe, without attaching.
+
+use std::path::PathBuf;
+
+use tracer_common::probe::PROBES;
+
+use crate::{
+    offsets,
+    symbols::{Binary, SymbolError},
+    tracer::place,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Symbol(#[from] SymbolError),
+    #[error("cannot find Go struct offsets: {0}")]
+    Offsets(#[from] offsets::OffsetsError),
+}
+
+pub fn run(target: &str) -> Result<(), InspectError> {
+    let path = match target.parse::<u32>() {
+        Ok(pid) => PathBuf::from(format!("/proc/{pid}/exe")),
+        Err(_) => PathBuf::from(target),
+    };
+    let binary = Binary::open(&path)?;
+    println!("executable: {}", binary.path().display());
+    println!(
+        "go version: {}",
+        binary
+            .go_version()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string)
+    );
+    println!(
+        "symbols: {}; DWARF: {}",
+        if binary.is_stripped() {
+            "stripped (using .gopclntab)"
+        } else {
+            ".symtab"
+        },
+        if binary.has_dwarf() { "yes" } else { "no" }
+    );
+    let version = binary.go_version().map(|v| (v.major, v.minor, v.patch));
+    let (offs, source) = offsets::resolve(binary.bytes(), version)?;
+    println!("struct offsets ({source:?}): {offs:?}");
+    for spec in PROBES {
+        match place(&binary, spec) {
+            Ok(p) => println!("{p}"),
+            Err(e) => println!("probe {}: {e}", spec.go_symbol),
+        }
+    }
+    Ok(())
+}

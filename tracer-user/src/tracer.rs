@@ -1,0 +1,364 @@
+//! Loading the eBPF object and attaching its probes to target processes.
+
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeLinkId,
+        uprobe::UProbeScope,
+    },
+};
+use tracer_common::{
+    maps::{
+        COUNTER_HITS, COUNTER_NOT_TRACED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL, COUNTERS,
+        EVENTS, PROCESSES,
+    },
+    offsets::ProcessConfig,
+    probe::{PROBES, ProbeId, ProbeSpec},
+};
+
+use crate::{
+    offsets::OffsetSource,
+    symbols::{
+        self, Binary, SymbolError,
+        sites::{ProbeSite, SiteKind},
+    },
+    target::{Target, TargetError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error(
+        "this kraken-tracer was built without its eBPF object (AYA_BUILD_SKIP); rebuild after `cargo xtask setup`"
+    )]
+    NoObject,
+    #[error(
+        "permission denied creating BPF maps: run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+    )]
+    NotPermitted,
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no program {0} (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map {0} (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("the kernel verifier rejected program {program}: {io_error}; verifier log saved to {}", log_path.display())]
+    Verifier {
+        program: &'static str,
+        io_error: std::io::Error,
+        log_path: PathBuf,
+    },
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("pid {pid}: {source}")]
+    Symbol {
+        pid: u32,
+        #[source]
+        source: SymbolError,
+    },
+    #[error("pid {pid}: cannot attach {symbol} at file offset {offset:#x}: {source}")]
+    Attach {
+        pid: u32,
+        symbol: &'static str,
+        offset: u64,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pid {0} is not attached")]
+    NotAttached(u32),
+}
+
+/// Where one probe was placed in one process, and why (printed at attach time).
+#[derive(Clone, Debug)]
+pub struct PlacedProbe {
+    pub probe: ProbeId,
+    pub symbol: &'static str,
+    pub address: u64,
+    pub file_offset: u64,
+    pub symbol_source: symbols::SymbolSource,
+    pub site: ProbeSite,
+}
+
+impl fmt::Display for PlacedProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cost = match self.site.kind {
+            SiteKind::Emulated => "emulated, ~0.5 µs/hit",
+            SiteKind::SingleStepped => "single-stepped, ~13 µs/hit on this kind of VM",
+        };
+        write!(
+            f,
+            "probe {} at {:#x}+{:#x} ({}; {}): {}",
+            self.symbol,
+            self.address,
+            self.site.offset,
+            self.site.instruction,
+            cost,
+            self.site.reason
+        )
+    }
+}
+
+/// One attached process.
+pub struct Attachment {
+    pub pid: u32,
+    pub exe: PathBuf,
+    pub go_version: Option<String>,
+    pub offset_source: OffsetSource,
+    pub probes: Vec<PlacedProbe>,
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
+/// Sums of the kernel-side counters over all CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub hits: u64,
+    pub ringbuf_full: u64,
+    pub read_errors: u64,
+    pub not_traced: u64,
+}
+
+pub struct Tracer {
+    ebpf: Ebpf,
+    attached: HashMap<u32, Attachment>,
+}
+
+impl Tracer {
+    /// Loads the embedded object and every program of the probe table into the kernel.
+    /// A verifier rejection leaves its log in `verifier_log_dir`.
+    pub fn load(verifier_log_dir: &Path) -> Result<Tracer, TracerError> {
+        Self::load_object(crate::EBPF_OBJECT, verifier_log_dir)
+    }
+
+    pub fn load_object(object: &[u8], verifier_log_dir: &Path) -> Result<Tracer, TracerError> {
+        if object.is_empty() {
+            return Err(TracerError::NoObject);
+        }
+        let mut ebpf = EbpfLoader::new().load(object).map_err(|e| match e {
+            aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                TracerError::NotPermitted
+            }
+            e => TracerError::Load(e),
+        })?;
+        for spec in PROBES {
+            let prog: &mut UProbe = ebpf
+                .program_mut(spec.program)
+                .ok_or(TracerError::MissingProgram(spec.program))?
+                .try_into()
+                .map_err(|source| TracerError::Program {
+                    program: spec.program,
+                    source,
+                })?;
+            match prog.load() {
+                Ok(()) => {}
+                Err(ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                }) => {
+                    let log_path = verifier_log_dir.join(format!("{}.verifier.log", spec.program));
+                    let _ = fs::write(&log_path, verifier_log.to_string());
+                    return Err(TracerError::Verifier {
+                        program: spec.program,
+                        io_error,
+                        log_path,
+                    });
+                }
+                Err(source) => {
+                    return Err(TracerError::Program {
+                        program: spec.program,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Tracer {
+            ebpf,
+            attached: HashMap::new(),
+        })
+    }
+
+    /// Resolves `pid`, registers it with the kernel programs and attaches every probe to it
+    /// (scoped to that process). Re-attaching an attached pid is a no-op.
+    pub fn attach_pid(&mut self, pid: u32) -> Result<&Attachment, TracerError> {
+        if self.attached.contains_key(&pid) {
+            return self.attached.get(&pid).ok_or(TracerError::NotAttached(pid));
+        }
+        self.attach(Target::resolve(pid)?)
+    }
+
+    /// Registers a resolved target with the kernel programs and attaches every probe to it.
+    pub fn attach(&mut self, target: Target) -> Result<&Attachment, TracerError> {
+        let pid = target.pid;
+        let placed = PROBES
+            .iter()
+            .map(|spec| {
+                place(&target.binary, spec).map_err(|source| TracerError::Symbol { pid, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.set_process(pid, Some(target.process_config()))?;
+        let mut links = Vec::new();
+        let scope = UProbeScope::OneProcess(
+            NonZeroU32::new(pid).ok_or(TargetError::NoSuchProcess { pid })?,
+        );
+        for (spec, p) in PROBES.iter().zip(&placed) {
+            let result = self.uprobe(spec.program).and_then(|prog| {
+                prog.attach(
+                    UProbeAttachLocation::AbsoluteOffset(p.file_offset + p.site.offset),
+                    &target.exe_link,
+                    scope,
+                )
+                .map_err(|source| TracerError::Attach {
+                    pid,
+                    symbol: spec.go_symbol,
+                    offset: p.file_offset + p.site.offset,
+                    source,
+                })
+            });
+            match result {
+                Ok(link) => links.push((spec.program, link)),
+                Err(e) => {
+                    self.unlink(&mut links);
+                    let _ = self.set_process(pid, None);
+                    return Err(e);
+                }
+            }
+        }
+        let attachment = Attachment {
+            pid,
+            exe: target.exe_path.clone(),
+            go_version: target.binary.go_version().map(ToString::to_string),
+            offset_source: target.offset_source,
+            probes: placed,
+            links,
+        };
+        Ok(self.attached.entry(pid).or_insert(attachment))
+    }
+
+    /// Detaches every probe from `pid` and forgets it (e.g. when the process exited).
+    pub fn detach(&mut self, pid: u32) -> Result<(), TracerError> {
+        let mut a = self
+            .attached
+            .remove(&pid)
+            .ok_or(TracerError::NotAttached(pid))?;
+        self.unlink(&mut a.links);
+        self.set_process(pid, None)
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = &Attachment> {
+        self.attached.values()
+    }
+
+    /// Hands out the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, TracerError> {
+        let map = self
+            .ebpf
+            .take_map(EVENTS)
+            .ok_or(TracerError::MissingMap(EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| TracerError::Map {
+            map: EVENTS,
+            source,
+        })
+    }
+
+    pub fn counters(&self) -> Result<Counters, TracerError> {
+        let map = self
+            .ebpf
+            .map(COUNTERS)
+            .ok_or(TracerError::MissingMap(COUNTERS))?;
+        let arr = PerCpuArray::<_, u64>::try_from(map).map_err(|source| TracerError::Map {
+            map: COUNTERS,
+            source,
+        })?;
+        let sum = |i: u32| -> Result<u64, TracerError> {
+            let v = arr.get(&i, 0).map_err(|source| TracerError::Map {
+                map: COUNTERS,
+                source,
+            })?;
+            Ok(v.iter().sum())
+        };
+        Ok(Counters {
+            hits: sum(COUNTER_HITS)?,
+            ringbuf_full: sum(COUNTER_RINGBUF_FULL)?,
+            read_errors: sum(COUNTER_READ_ERRORS)?,
+            not_traced: sum(COUNTER_NOT_TRACED)?,
+        })
+    }
+
+    fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, TracerError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(TracerError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| TracerError::Program {
+                program: name,
+                source,
+            })
+    }
+
+    fn unlink(&mut self, links: &mut Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links.drain(..) {
+            let detached = self.uprobe(program).and_then(|prog| {
+                prog.detach(link)
+                    .map_err(|source| TracerError::Program { program, source })
+            });
+            if let Err(e) = detached {
+                log::warn!("detaching {program}: {e}");
+            }
+        }
+    }
+
+    fn set_process(&mut self, pid: u32, cfg: Option<ProcessConfig>) -> Result<(), TracerError> {
+        let map = self
+            .ebpf
+            .map_mut(PROCESSES)
+            .ok_or(TracerError::MissingMap(PROCESSES))?;
+        let mut procs = BpfHashMap::<_, u32, ProcessConfig>::try_from(map).map_err(|source| {
+            TracerError::Map {
+                map: PROCESSES,
+                source,
+            }
+        })?;
+        let r = match cfg {
+            Some(cfg) => procs.insert(pid, cfg, 0),
+            None => procs.remove(&pid),
+        };
+        r.map_err(|source| TracerError::Map {
+            map: PROCESSES,
+            source,
+        })
+    }
+}
+
+/// Finds the function of `spec` in `binary` and the cheapest safe instruction to probe.
+pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<PlacedProbe, SymbolError> {
+    let f = binary.lookup(spec.go_symbol)?;
+    let site = binary.entry_site(&f, spec.reads_args)?;
+    Ok(PlacedProbe {
+        probe: spec.id,
+        symbol: spec.go_symbol,
+        address: f.address,
+        file_offset: f.file_offset,
+        symbol_source: f.source,
+        site,
+    })
+}
