@@ -39,3 +39,20 @@ pub const PROBES: &[ProbeSpec] = &[ProbeSpec {
     program: "http_serve",
     reads_args: true,
 }];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_table_is_complete() {
+        for id in ProbeId::ALL {
+            assert_eq!(ProbeId::from_u32(*id as u32), Some(*id));
+            assert!(
+                PROBES.iter().any(|p| p.id == *id),
+                "{id:?} has no PROBES row"
+            );
+        }
+        assert_eq!(ProbeId::from_u32(0), None);
+    }
+}

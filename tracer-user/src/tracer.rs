@@ -127,6 +127,12 @@ pub struct Attachment {
     links: Vec<(&'static str, UProbeLinkId)>,
 }
 
+/// A probe attached by [`Tracer::attach_raw`].
+pub struct RawLink {
+    program: &'static str,
+    link: UProbeLinkId,
+}
+
 /// Sums of the kernel-side counters over all CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -264,6 +270,45 @@ impl Tracer {
         self.set_process(pid, None)
     }
 
+    /// Low level, for benchmarks and probe-set re-creations: registers `target` with the kernel
+    /// programs and attaches `program` at an arbitrary file offset of its executable.
+    pub fn attach_raw(
+        &mut self,
+        target: &Target,
+        program: &'static str,
+        file_offset: u64,
+    ) -> Result<RawLink, TracerError> {
+        let pid = target.pid;
+        self.set_process(pid, Some(target.process_config()))?;
+        let scope = UProbeScope::OneProcess(
+            NonZeroU32::new(pid).ok_or(TargetError::NoSuchProcess { pid })?,
+        );
+        let link = self
+            .uprobe(program)?
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(file_offset),
+                &target.exe_link,
+                scope,
+            )
+            .map_err(|source| TracerError::Attach {
+                pid,
+                symbol: program,
+                offset: file_offset,
+                source,
+            })?;
+        Ok(RawLink { program, link })
+    }
+
+    /// Undoes `attach_raw` (the process stays registered until `forget_process`).
+    pub fn detach_raw(&mut self, raw: RawLink) {
+        self.unlink(&mut vec![(raw.program, raw.link)]);
+    }
+
+    /// Removes a process registered by `attach_raw`.
+    pub fn forget_process(&mut self, pid: u32) -> Result<(), TracerError> {
+        self.set_process(pid, None)
+    }
+
     pub fn attached(&self) -> impl Iterator<Item = &Attachment> {
         self.attached.values()
     }
@@ -361,4 +406,30 @@ pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<PlacedProbe, SymbolErr
         symbol_source: f.source,
         site,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use tracer_common::probe::PROBES;
+
+    #[test]
+    fn object_has_exactly_the_probe_table_programs() {
+        if crate::EBPF_OBJECT.is_empty() {
+            eprintln!("skipping: built with AYA_BUILD_SKIP (stub object)");
+            return;
+        }
+        let obj = aya_obj::Object::parse(crate::EBPF_OBJECT).expect("parse the eBPF object");
+        let in_object: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
+        let in_table: BTreeSet<&str> = PROBES.iter().map(|p| p.program).collect();
+        assert_eq!(in_object, in_table);
+        for map in [
+            tracer_common::maps::EVENTS,
+            tracer_common::maps::PROCESSES,
+            tracer_common::maps::COUNTERS,
+        ] {
+            assert!(obj.maps.contains_key(map), "map {map} missing");
+        }
+    }
 }

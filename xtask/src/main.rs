@@ -25,6 +25,8 @@ enum Cmd {
     Test(test::Options),
     /// Set up, build, start the Go fixture and trace it, printing events.
     Demo(demo::Options),
+    /// Measure the cost of one probe hit at each candidate probe site (root).
+    ProbeCost,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +35,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fixtures => fixtures::build_all().map(|_| ()),
         Cmd::Test(o) => test::main(&o),
         Cmd::Demo(o) => demo::main(&o),
+        Cmd::ProbeCost => util::run(
+            std::process::Command::new("cargo")
+                .current_dir(util::root())
+                .args([
+                    "run",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "tracer-it",
+                    "--example",
+                    "probe_cost",
+                ]),
+        ),
     }
 }

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::util::{root, run, step};
+use crate::util::{Tally, root, run, run_tests, step};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -50,22 +50,32 @@ pub fn main(opts: &Options) -> Result<()> {
     step("build: kraken-tracer (with the real eBPF object)");
     run(cargo().args(["build", "--locked", "-p", "tracer-user"]))?;
     let bin = root().join("target/debug/kraken-tracer");
+    let mut tally = Tally::default();
     step("test: unit tests");
-    run(cargo().args([
-        "test",
-        "--locked",
-        "-p",
-        "tracer-common",
-        "-p",
-        "tracer-user",
-    ]))?;
+    run_tests(
+        cargo().args([
+            "test",
+            "--locked",
+            "-p",
+            "tracer-common",
+            "-p",
+            "tracer-user",
+        ]),
+        &mut tally,
+    )?;
     step("test: privileged integration tests (real eBPF, real Go processes)");
-    run(cargo()
-        .env("KRAKEN_TRACER_BIN", &bin)
-        .env("RUST_BACKTRACE", "1")
-        .args(["test", "--locked", "-p", "tracer-it", "--"])
-        .args(&opts.filter))?;
-    step("all tests passed");
+    run_tests(
+        cargo()
+            .env("KRAKEN_TRACER_BIN", &bin)
+            .env("RUST_BACKTRACE", "1")
+            .args(["test", "--locked", "-p", "tracer-it", "--"])
+            .args(&opts.filter),
+        &mut tally,
+    )?;
+    if tally.passed == 0 {
+        bail!("no test ran");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok(())
 }
 

@@ -45,3 +45,39 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 pub fn step(msg: &str) {
     eprintln!("xtask: {msg}");
 }
+
+/// Test counts summed over every `test result:` line of cargo test.
+#[derive(Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+/// Runs `cargo test …`, echoing its output, and adds its `test result:` counts to `tally`.
+pub fn run_tests(cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    let out = child.stdout.take().context("test stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word).map(str::trim))
+                    .and_then(|n| n.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+                    .unwrap_or(0)
+            };
+            tally.passed += count("passed");
+            tally.failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Probe cost per hit, by probe site: the `probecost` Go fixture calls `main.work` (whose 4th
+//! argument is an *http.Request, like ServeHTTP's) N times per round, while the real
+//! `http_serve` program sits at: nothing (baseline), the site the tracer chooses (`push rbp`),
+//! the stack-check branch (`jbe`), and the function's first instruction (`cmp`, single-stepped).
+//! Rounds are interleaved to cancel drift; the reader drains the ring buffer throughout.
+//!
+//! Run: `cargo xtask probe-cost` (root). Prints a Markdown table.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use kraken_tracer::{
+    reader::EventReader, symbols::sites::SiteKind, target::Target, tracer::Tracer,
+};
+use tracer_it::fixture;
+
+const CALLS: &str = "200000";
+const ROUNDS: usize = 5;
+
+fn main() -> Result<()> {
+    let bin = fixture("probecost", false);
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let mut time_round = |stdin: &mut std::process::ChildStdin| -> Result<f64> {
+        writeln!(stdin, "{CALLS}")?;
+        let mut l = String::new();
+        stdout.read_line(&mut l)?;
+        Ok(l.trim().parse()?)
+    };
+
+    let target = Target::resolve(child.id())?;
+    let f = target.binary.lookup("main.work")?;
+    let chosen = target.binary.entry_site(&f, true)?;
+    assert_eq!(chosen.kind, SiteKind::Emulated);
+    let code = target.binary.code(&f)?;
+    // The stack-check branch follows the 4-byte `cmp 0x10(%r14),%rsp`: `jbe` rel8 (0x76) or rel32 (0x0f 0x86).
+    let jbe = 4u64;
+    assert_eq!(
+        code.get(..4),
+        Some(&[0x49, 0x3b, 0x66, 0x10][..]),
+        "unexpected prologue"
+    );
+    assert!(
+        matches!(code.get(4), Some(0x76 | 0x0f)),
+        "no jbe after the stack check"
+    );
+    let sites: [(&str, Option<u64>); 4] = [
+        ("no probe (baseline)", None),
+        ("push rbp (chosen, emulated)", Some(chosen.offset)),
+        ("jbe stack check (emulated)", Some(jbe)),
+        ("cmp at entry (single-stepped)", Some(0)),
+    ];
+
+    let mut tracer = Tracer::load(&std::env::temp_dir())?;
+    let ring = tracer.take_events()?;
+    let events = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&events);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let reader = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let r = EventReader::new(ring, Duration::from_millis(10)).expect("reader");
+            r.run(
+                move |_| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                },
+                stop_rx,
+            )
+            .await;
+        });
+    });
+
+    let mut results = vec![Vec::new(); sites.len()];
+    time_round(&mut stdin)?; // warm-up
+    for _ in 0..ROUNDS {
+        for (i, (_, site)) in sites.iter().enumerate() {
+            let link = match site {
+                Some(off) => Some(tracer.attach_raw(&target, "http_serve", f.file_offset + off)?),
+                None => None,
+            };
+            results[i].push(time_round(&mut stdin)?);
+            if let Some(l) = link {
+                tracer.detach_raw(l);
+            }
+        }
+    }
+    let _ = stop.send(true);
+    let _ = reader.join();
+    let c = tracer.counters()?;
+    let _ = child.kill();
+
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut results[0].clone());
+    println!("| probe site in main.work | ns per call (median of {ROUNDS}) | added ns per hit |");
+    println!("|---|---|---|");
+    for (i, (name, _)) in sites.iter().enumerate() {
+        let m = median(&mut results[i]);
+        println!("| {name} | {m:.0} | {:.0} |", m - base);
+    }
+    println!();
+    println!(
+        "kernel: {} probe hits, {} ring-buffer reserve failures; reader: {} events",
+        c.hits,
+        c.ringbuf_full,
+        events.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
