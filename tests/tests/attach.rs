@@ -11,8 +11,9 @@ const WAIT: Duration = Duration::from_secs(30);
 fn serve_events(events: &[Event], pid: u32) -> Vec<(String, String)> {
     events
         .iter()
-        .map(|e| match e {
-            Event::HttpServe(s) => s,
+        .filter_map(|e| match e {
+            Event::HttpServe(s) => Some(s),
+            _ => None,
         })
         .filter(|s| s.hdr.tgid == pid)
         .map(|s| (s.method.text.clone(), s.uri.text.clone()))
@@ -52,21 +53,29 @@ fn events_match_requests(stripped: bool) {
         request(fx.addr(), method, &target).unwrap();
         sent.push((method.to_owned(), target));
     }
-    let events = traced.wait_for(sent.len(), WAIT).unwrap();
+    // Two events per request: handler entry and response end.
+    let events = traced.wait_for(2 * sent.len(), WAIT).unwrap();
     let got = serve_events(&events, fx.pid);
     assert_eq!(counts(&got), counts(&sent), "events differ from requests");
     for e in &events {
-        let Event::HttpServe(s) = e;
-        assert!(s.hdr.goroutine != 0, "no goroutine pointer");
-        assert_eq!(s.host.text, fx.addr().to_string());
-        assert!(
-            s.remote_addr.text.starts_with("127.0.0.1:"),
-            "{}",
-            s.remote_addr.text
-        );
+        assert!(e.header().goroutine != 0, "no goroutine pointer");
+        assert!(e.header().goid != 0, "no goid");
+        if let Event::HttpServe(s) = e {
+            assert_eq!(s.host.text, fx.addr().to_string());
+            assert!(
+                s.remote_addr.text.starts_with("127.0.0.1:"),
+                "{}",
+                s.remote_addr.text
+            );
+        }
     }
+    let ends = events
+        .iter()
+        .filter(|e| matches!(e, Event::HttpServeEnd(_)))
+        .count();
+    assert_eq!(ends, sent.len());
     let c = traced.tracer.counters().unwrap();
-    assert_eq!(c.hits, sent.len() as u64, "kernel hit counter");
+    assert_eq!(c.hits, 2 * sent.len() as u64, "kernel hit counter");
     assert_eq!(c.ringbuf_full, 0);
 }
 
@@ -90,13 +99,9 @@ fn unattached_process_produces_no_events() {
         request(other.addr(), "GET", &format!("/hello?other={i}")).unwrap();
         request(traced_fx.addr(), "GET", &format!("/hello?traced={i}")).unwrap();
     }
-    let events = traced.wait_for(20, WAIT).unwrap();
-    // A marker request after the others: once its event is here, everything sent before is too.
+    // A marker request after the others: once its events are here, everything sent before is too.
     request(traced_fx.addr(), "GET", "/hello?marker").unwrap();
-    let events = {
-        let _ = events;
-        traced.wait_for(21, WAIT).unwrap()
-    };
+    let events = traced.wait_for(42, WAIT).unwrap();
     assert!(
         events.iter().all(|e| e.header().tgid == traced_fx.pid),
         "event from another process"
@@ -140,7 +145,7 @@ fn fixture_survives_stack_growth_and_gc_under_probes() {
     let failures: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(failures, 0, "requests failed while probed");
     assert!(fx.alive(), "the traced process died");
-    let events = traced.wait_for(N, Duration::from_secs(60)).unwrap();
+    let events = traced.wait_for(2 * N, Duration::from_secs(60)).unwrap();
     assert_eq!(
         serve_events(&events, fx.pid).len(),
         N,

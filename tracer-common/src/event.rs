@@ -1,11 +1,15 @@
 //! Events sent through the ring buffer: a fixed header first, then a payload.
 
-/// Bytes kept of the request method.
+/// Bytes kept of a request method.
 pub const METHOD_LEN: usize = 16;
-/// Bytes kept of the request target (path and query).
+/// Bytes kept of a server request target (path and query).
 pub const URI_LEN: usize = 192;
-/// Bytes kept of Host and RemoteAddr.
+/// Bytes kept of host names, addresses, URL schemes and route patterns.
 pub const ADDR_LEN: usize = 64;
+/// Bytes kept of a client request's URL path.
+pub const PATH_LEN: usize = 128;
+/// Bytes kept of a URL scheme.
+pub const SCHEME_LEN: usize = 8;
 
 /// Common header; user space reads `probe` to know the payload type.
 #[repr(C)]
@@ -20,6 +24,8 @@ pub struct EventHeader {
     pub _pad: u32,
     /// Address of the running goroutine's `g` (R14 on amd64, X28 on arm64).
     pub goroutine: u64,
+    /// `g.goid`: never reused, unlike `g` addresses (0 if unreadable).
+    pub goid: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the probe hit.
     pub ktime_ns: u64,
 }
@@ -58,6 +64,47 @@ pub struct HttpServeEvent {
     pub uri: GoStr<URI_LEN>,
     pub host: GoStr<ADDR_LEN>,
     pub remote_addr: GoStr<ADDR_LEN>,
+}
+
+/// `ProbeId::HttpServeEnd`: the response is finished (`(*response).finishRequest`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpServeEndEvent {
+    pub hdr: EventHeader,
+    pub request: u64,
+    /// `response.status` (0 if the handler never wrote a header; Go then sends 200).
+    pub status: i64,
+    /// `response.written`: body bytes written.
+    pub written: i64,
+    /// `Request.Pattern` (Go >= 1.23 ServeMux route), empty otherwise.
+    pub pattern: GoStr<ADDR_LEN>,
+}
+
+/// `ProbeId::HttpClient`: an outgoing request starts (`(*Transport).roundTrip`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpClientEvent {
+    pub hdr: EventHeader,
+    pub request: u64,
+    /// `g.parentGoid`: links requests made from goroutines a handler started.
+    pub parent_goid: u64,
+    pub method: GoStr<METHOD_LEN>,
+    pub scheme: GoStr<SCHEME_LEN>,
+    pub host: GoStr<ADDR_LEN>,
+    pub path: GoStr<PATH_LEN>,
+}
+
+/// `ProbeId::HttpClientEnd`: the response headers arrived, or the round trip failed
+/// (the return of `(*persistConn).roundTrip` inside `(*Transport).roundTrip`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpClientEndEvent {
+    pub hdr: EventHeader,
+    pub response: u64,
+    /// `Response.StatusCode`, 0 on error.
+    pub status: i64,
+    /// Non-zero when the round trip returned an error.
+    pub error: u64,
 }
 
 /// Offset of `EventHeader::probe` in every event; the decoder relies on it.

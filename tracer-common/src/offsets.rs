@@ -35,7 +35,8 @@ pub struct GoOffsets {
     pub resp_status_code: u32,
     /// `runtime.g.goid` (uint64).
     pub g_goid: u32,
-    pub _reserved: u32,
+    /// `runtime.g.parentGoid` (uint64): goid of the goroutine that started this one.
+    pub g_parent_goid: u32,
 }
 
 /// What the kernel knows about one traced process (value of the PROCESSES map).

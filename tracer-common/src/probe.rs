@@ -1,4 +1,4 @@
-//! The probe table: one row per Go function the tracer hooks.
+//! The probe table: one row per Go code location the tracer hooks.
 
 /// Stable probe identifiers. Values are never reused; holes are allowed.
 #[repr(u32)]
@@ -6,17 +6,42 @@
 pub enum ProbeId {
     /// `net/http.serverHandler.ServeHTTP`: a request enters the handler chain.
     HttpServe = 1,
+    /// `net/http.(*response).finishRequest`: the response is complete.
+    HttpServeEnd = 2,
+    /// `net/http.(*Transport).roundTrip`: an outgoing request starts.
+    HttpClient = 3,
+    /// Return of `(*persistConn).roundTrip` inside `(*Transport).roundTrip`.
+    HttpClientEnd = 4,
 }
 
 impl ProbeId {
-    pub const ALL: &'static [ProbeId] = &[ProbeId::HttpServe];
+    pub const ALL: &'static [ProbeId] = &[
+        ProbeId::HttpServe,
+        ProbeId::HttpServeEnd,
+        ProbeId::HttpClient,
+        ProbeId::HttpClientEnd,
+    ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(ProbeId::HttpServe),
+            2 => Some(ProbeId::HttpServeEnd),
+            3 => Some(ProbeId::HttpClient),
+            4 => Some(ProbeId::HttpClientEnd),
             _ => None,
         }
     }
+}
+
+/// Where in `go_symbol` the probe goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// The function's entry (the cheapest emulated instruction of its prologue). With
+    /// `reads_args`, the site must precede any write to an argument register.
+    Entry { reads_args: bool },
+    /// Right after each call to `callee` inside `go_symbol` returns, while the callee's
+    /// results are still in their registers: a return probe without a RET probe or uretprobe.
+    AfterCall { callee: &'static str },
 }
 
 /// How a probe is placed and which kernel program runs there.
@@ -27,18 +52,43 @@ pub struct ProbeSpec {
     pub go_symbol: &'static str,
     /// Name of the `#[uprobe]` program in the eBPF object.
     pub program: &'static str,
-    /// Whether the program reads the function's arguments from registers. Such a
-    /// program may only sit where the arguments are still in their ABI registers
-    /// (the prologue, before anything is stored or moved).
-    pub reads_args: bool,
+    pub site: Site,
+    /// A process lacking this symbol is still traced (without this probe).
+    pub optional: bool,
 }
 
-pub const PROBES: &[ProbeSpec] = &[ProbeSpec {
-    id: ProbeId::HttpServe,
-    go_symbol: "net/http.serverHandler.ServeHTTP",
-    program: "http_serve",
-    reads_args: true,
-}];
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        id: ProbeId::HttpServe,
+        go_symbol: "net/http.serverHandler.ServeHTTP",
+        program: "http_serve",
+        site: Site::Entry { reads_args: true },
+        optional: false,
+    },
+    ProbeSpec {
+        id: ProbeId::HttpServeEnd,
+        go_symbol: "net/http.(*response).finishRequest",
+        program: "http_serve_end",
+        site: Site::Entry { reads_args: true },
+        optional: false,
+    },
+    ProbeSpec {
+        id: ProbeId::HttpClient,
+        go_symbol: "net/http.(*Transport).roundTrip",
+        program: "http_client",
+        site: Site::Entry { reads_args: true },
+        optional: true,
+    },
+    ProbeSpec {
+        id: ProbeId::HttpClientEnd,
+        go_symbol: "net/http.(*Transport).roundTrip",
+        program: "http_client_end",
+        site: Site::AfterCall {
+            callee: "net/http.(*persistConn).roundTrip",
+        },
+        optional: true,
+    },
+];
 
 #[cfg(test)]
 mod tests {

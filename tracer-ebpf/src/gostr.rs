@@ -3,13 +3,33 @@
 use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_raw};
 use tracer_common::event::GoStr;
 
-/// Copies the Go string header at `addr` (`{ptr, len}`) and up to N of its bytes into `dst`.
-/// A failed read is recorded in `dst.read_error`, never fatal for the event.
+/// Reads a word at `addr` (0 when unreadable).
 #[inline(always)]
-pub fn read_string<const N: usize>(addr: u64, dst: &mut GoStr<N>) {
+pub fn read_u64(addr: u64) -> u64 {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+/// Reads the word at `base + off`, or 0 when the field does not exist in this Go version.
+#[inline(always)]
+pub fn field_u64(base: u64, off: u32) -> u64 {
+    if off == u32::MAX || base == 0 {
+        0
+    } else {
+        read_u64(base + u64::from(off))
+    }
+}
+
+/// Copies the Go string header at `base + off` (`{ptr, len}`) and up to N of its bytes into
+/// `dst`. A failed read is recorded in `dst.read_error`, never fatal for the event.
+#[inline(always)]
+pub fn read_string<const N: usize>(base: u64, off: u32, dst: &mut GoStr<N>) {
     dst.len = 0;
     dst.read_error = 0;
-    let Ok(hdr) = (unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }) else {
+    if off == u32::MAX || base == 0 {
+        return;
+    }
+    let Ok(hdr) = (unsafe { bpf_probe_read_user((base + u64::from(off)) as *const [u64; 2]) })
+    else {
         dst.read_error = 1;
         return;
     };

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use tracer_common::{
-    event::{EventHeader, HttpServeEvent},
+    event::{EventHeader, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent},
     probe::ProbeId,
 };
 
@@ -25,6 +25,9 @@ pub enum DecodeError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     HttpServe(HttpServe),
+    HttpServeEnd(HttpServeEnd),
+    HttpClient(HttpClient),
+    HttpClientEnd(HttpClientEnd),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +36,7 @@ pub struct Header {
     pub tgid: u32,
     pub tid: u32,
     pub goroutine: u64,
+    pub goid: u64,
     pub ktime_ns: u64,
 }
 
@@ -55,10 +59,42 @@ pub struct HttpServe {
     pub remote_addr: Captured,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpServeEnd {
+    pub hdr: Header,
+    pub request: u64,
+    pub status: i64,
+    pub written: i64,
+    /// Go >= 1.23 ServeMux pattern (e.g. "GET /items/{id}"), empty otherwise.
+    pub pattern: Captured,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpClient {
+    pub hdr: Header,
+    pub request: u64,
+    pub parent_goid: u64,
+    pub method: Captured,
+    pub scheme: Captured,
+    pub host: Captured,
+    pub path: Captured,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpClientEnd {
+    pub hdr: Header,
+    pub response: u64,
+    pub status: i64,
+    pub error: bool,
+}
+
 impl Event {
     pub fn header(&self) -> &Header {
         match self {
             Event::HttpServe(e) => &e.hdr,
+            Event::HttpServeEnd(e) => &e.hdr,
+            Event::HttpClient(e) => &e.hdr,
+            Event::HttpClientEnd(e) => &e.hdr,
         }
     }
 }
@@ -89,6 +125,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         tgid: raw.tgid,
         tid: raw.tid,
         goroutine: raw.goroutine,
+        goid: raw.goid,
         ktime_ns: raw.ktime_ns,
     };
     let sized = |expected: usize| {
@@ -102,11 +139,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             })
         }
     };
+    let short = || DecodeError::TooShort { len: bytes.len() };
     match probe {
         ProbeId::HttpServe => {
             sized(size_of::<HttpServeEvent>())?;
-            let e: HttpServeEvent =
-                read_pod(bytes).ok_or(DecodeError::TooShort { len: bytes.len() })?;
+            let e: HttpServeEvent = read_pod(bytes).ok_or_else(short)?;
             Ok(Event::HttpServe(HttpServe {
                 hdr,
                 request: e.request,
@@ -114,6 +151,40 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 uri: captured(&e.uri),
                 host: captured(&e.host),
                 remote_addr: captured(&e.remote_addr),
+            }))
+        }
+        ProbeId::HttpServeEnd => {
+            sized(size_of::<HttpServeEndEvent>())?;
+            let e: HttpServeEndEvent = read_pod(bytes).ok_or_else(short)?;
+            Ok(Event::HttpServeEnd(HttpServeEnd {
+                hdr,
+                request: e.request,
+                status: e.status,
+                written: e.written,
+                pattern: captured(&e.pattern),
+            }))
+        }
+        ProbeId::HttpClient => {
+            sized(size_of::<HttpClientEvent>())?;
+            let e: HttpClientEvent = read_pod(bytes).ok_or_else(short)?;
+            Ok(Event::HttpClient(HttpClient {
+                hdr,
+                request: e.request,
+                parent_goid: e.parent_goid,
+                method: captured(&e.method),
+                scheme: captured(&e.scheme),
+                host: captured(&e.host),
+                path: captured(&e.path),
+            }))
+        }
+        ProbeId::HttpClientEnd => {
+            sized(size_of::<HttpClientEndEvent>())?;
+            let e: HttpClientEndEvent = read_pod(bytes).ok_or_else(short)?;
+            Ok(Event::HttpClientEnd(HttpClientEnd {
+                hdr,
+                response: e.response,
+                status: e.status,
+                error: e.error != 0,
             }))
         }
     }
@@ -133,24 +204,34 @@ impl HttpServe {
 impl fmt::Display for Event {
     /// One line per event; query strings are never printed (they may carry secrets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.header();
+        write!(
+            f,
+            "{:?} pid={} tid={} goid={} t={}",
+            h.probe, h.tgid, h.tid, h.goid, h.ktime_ns
+        )?;
         match self {
-            Event::HttpServe(e) => {
-                let h = &e.hdr;
-                write!(
-                    f,
-                    "http_serve pid={} tid={} g={:#x} t={} method={} path={}{}{} host={} remote={}",
-                    h.tgid,
-                    h.tid,
-                    h.goroutine,
-                    h.ktime_ns,
-                    e.method.text,
-                    e.path(),
-                    if e.has_query() { "?<redacted>" } else { "" },
-                    if e.uri.truncated { " (truncated)" } else { "" },
-                    e.host.text,
-                    e.remote_addr.text
-                )
-            }
+            Event::HttpServe(e) => write!(
+                f,
+                " method={} path={}{}{} host={} remote={}",
+                e.method.text,
+                e.path(),
+                if e.has_query() { "?<redacted>" } else { "" },
+                if e.uri.truncated { " (truncated)" } else { "" },
+                e.host.text,
+                e.remote_addr.text
+            ),
+            Event::HttpServeEnd(e) => write!(
+                f,
+                " status={} bytes={} pattern={:?}",
+                e.status, e.written, e.pattern.text
+            ),
+            Event::HttpClient(e) => write!(
+                f,
+                " parent_goid={} method={} url={}://{}{}",
+                e.parent_goid, e.method.text, e.scheme.text, e.host.text, e.path.text
+            ),
+            Event::HttpClientEnd(e) => write!(f, " status={} error={}", e.status, e.error),
         }
     }
 }
@@ -185,6 +266,7 @@ mod tests {
                 tid: 43,
                 _pad: 0,
                 goroutine: 0xc000_0001,
+                goid: 7,
                 ktime_ns: 123,
             },
             request: 0xc000_1000,
@@ -198,8 +280,11 @@ mod tests {
     #[test]
     fn round_trip() {
         let bytes = encode(&sample("/namespace/x/blobs/sha256:ab?token=secret"));
-        let Event::HttpServe(e) = decode(&bytes).unwrap();
+        let Event::HttpServe(e) = decode(&bytes).unwrap() else {
+            panic!("kind")
+        };
         assert_eq!(e.hdr.tgid, 42);
+        assert_eq!(e.hdr.goid, 7);
         assert_eq!(e.hdr.goroutine, 0xc000_0001);
         assert_eq!(e.method.text, "GET");
         assert_eq!(e.path(), "/namespace/x/blobs/sha256:ab");
@@ -212,7 +297,9 @@ mod tests {
     #[test]
     fn long_uri_is_marked_truncated() {
         let long = format!("/{}", "a".repeat(URI_LEN + 10));
-        let Event::HttpServe(e) = decode(&encode(&sample(&long))).unwrap();
+        let Event::HttpServe(e) = decode(&encode(&sample(&long))).unwrap() else {
+            panic!("kind")
+        };
         assert!(e.uri.truncated);
         assert_eq!(e.uri.text.len(), URI_LEN);
     }
@@ -233,9 +320,16 @@ mod tests {
     #[test]
     fn layout_is_stable() {
         // The kernel writes these; a change of size or field offset must be deliberate.
-        assert_eq!(size_of::<EventHeader>(), 32);
+        assert_eq!(size_of::<EventHeader>(), 40);
         assert_eq!(std::mem::offset_of!(EventHeader, probe), 0);
-        assert_eq!(std::mem::offset_of!(HttpServeEvent, request), 32);
-        assert_eq!(size_of::<HttpServeEvent>() % 8, 0);
+        assert_eq!(std::mem::offset_of!(HttpServeEvent, request), 40);
+        for size in [
+            size_of::<HttpServeEvent>(),
+            size_of::<HttpServeEndEvent>(),
+            size_of::<HttpClientEvent>(),
+            size_of::<HttpClientEndEvent>(),
+        ] {
+            assert_eq!(size % 8, 0, "ring-buffer records are 8-byte aligned");
+        }
     }
 }

@@ -45,7 +45,7 @@ pub fn run(target: &str) -> Result<(), InspectError> {
     println!("struct offsets ({source:?}): {offs:?}");
     for spec in PROBES {
         match place(&binary, spec) {
-            Ok(p) => println!("{p}"),
+            Ok(placed) => placed.iter().for_each(|p| println!("{p}")),
             Err(e) => println!("probe {}: {e}", spec.go_symbol),
         }
     }

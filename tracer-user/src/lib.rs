@@ -3,16 +3,21 @@
 //! target (pid → executable, Go version, offsets) → symbols (functions, probe sites)
 //! → tracer (load eBPF, attach uprobes) → reader (ring buffer) → events (decode) → output.
 
+pub mod clock;
 pub mod config;
+pub mod correlate;
 pub mod events;
 pub mod features;
 pub mod inspect;
 pub mod offsets;
 pub mod reader;
+pub mod sample;
 pub mod session;
+pub mod span;
 pub mod symbols;
 pub mod target;
 pub mod tracer;
+pub mod tree;
 pub mod watch;
 
 /// The eBPF object built from `tracer-ebpf` (empty when built with AYA_BUILD_SKIP=1).

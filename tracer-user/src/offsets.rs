@@ -144,7 +144,7 @@ macro_rules! field {
     };
 }
 
-const FIELDS: [FieldSpec; 15] = [
+const FIELDS: [FieldSpec; 16] = [
     field!("net/http.Request", "Method", request_method),
     field!("net/http.Request", "URL", request_url),
     field!("net/http.Request", "Host", request_host),
@@ -160,6 +160,7 @@ const FIELDS: [FieldSpec; 15] = [
     field!("net/http.response", "written", response_written),
     field!("net/http.Response", "StatusCode", resp_status_code),
     field!("runtime.g", "goid", g_goid),
+    field!("runtime.g", "parentGoid", g_parent_goid),
 ];
 
 /// Section bytes, decompressed if needed.
@@ -583,7 +584,7 @@ mod tests {
             let (o, covered) = from_table(1, minor, 0);
             assert!(covered);
             assert_eq!(o.request_pattern == u32::MAX, minor < 23, "go1.{minor}");
-            assert_eq!(o._reserved, 0);
+            assert_ne!(o.g_parent_goid, 0);
         }
         let goid = |minor| from_table(1, minor, 0).0.g_goid;
         assert_eq!(

@@ -37,25 +37,29 @@ const SINCE_1_21: GoOffsets = GoOffsets {
     response_written: 104,
     resp_status_code: 16,
     g_goid: 152,
-    _reserved: 0,
+    g_parent_goid: 272,
 };
 
 /// go1.23 and go1.24: `Request.Pattern` added; `g.syscallbp` added before `goid`.
 const SINCE_1_23: GoOffsets = GoOffsets {
     request_pattern: 232,
     g_goid: 160,
+    g_parent_goid: 280,
     ..SINCE_1_21
 };
 
 /// go1.25: `g.sched` (gobuf) lost a word, so `goid` moves back.
 const SINCE_1_25: GoOffsets = GoOffsets {
     g_goid: 152,
+    g_parent_goid: 272,
     ..SINCE_1_23
 };
 
 /// go1.26.0 – go1.26.10: `url.URL` reordered (RawPath after Fragment and RawQuery).
+/// `g.parentGoid` moves 8 bytes later (a field added between goid and parentGoid).
 const SINCE_1_26: GoOffsets = GoOffsets {
     url_raw_path: 104,
+    g_parent_goid: 280,
     ..SINCE_1_25
 };
 

@@ -21,7 +21,7 @@ use tracer_common::{
         EVENTS, PROCESSES,
     },
     offsets::ProcessConfig,
-    probe::{PROBES, ProbeId, ProbeSpec},
+    probe::{PROBES, ProbeId, ProbeSpec, Site},
 };
 
 use crate::{
@@ -215,18 +215,20 @@ impl Tracer {
     /// Registers a resolved target with the kernel programs and attaches every probe to it.
     pub fn attach(&mut self, target: Target) -> Result<&Attachment, TracerError> {
         let pid = target.pid;
-        let placed = PROBES
-            .iter()
-            .map(|spec| {
-                place(&target.binary, spec).map_err(|source| TracerError::Symbol { pid, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (placed, skipped) =
+            place_all(&target.binary).map_err(|source| TracerError::Symbol { pid, source })?;
+        for s in &skipped {
+            log::warn!("pid {pid}: {s}");
+        }
         self.set_process(pid, Some(target.process_config()))?;
         let mut links = Vec::new();
         let scope = UProbeScope::OneProcess(
             NonZeroU32::new(pid).ok_or(TargetError::NoSuchProcess { pid })?,
         );
-        for (spec, p) in PROBES.iter().zip(&placed) {
+        for p in &placed {
+            let Some(spec) = PROBES.iter().find(|s| s.id == p.probe) else {
+                continue;
+            };
             let result = self.uprobe(spec.program).and_then(|prog| {
                 prog.attach(
                     UProbeAttachLocation::AbsoluteOffset(p.file_offset + p.site.offset),
@@ -394,18 +396,48 @@ impl Tracer {
     }
 }
 
-/// Finds the function of `spec` in `binary` and the cheapest safe instruction to probe.
-pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<PlacedProbe, SymbolError> {
+/// Finds the function of `spec` in `binary` and the cheapest safe instruction(s) to probe.
+pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<Vec<PlacedProbe>, SymbolError> {
     let f = binary.lookup(spec.go_symbol)?;
-    let site = binary.entry_site(&f, spec.reads_args)?;
-    Ok(PlacedProbe {
-        probe: spec.id,
-        symbol: spec.go_symbol,
-        address: f.address,
-        file_offset: f.file_offset,
-        symbol_source: f.source,
-        site,
-    })
+    let sites = match spec.site {
+        Site::Entry { reads_args } => vec![binary.entry_site(&f, reads_args)?],
+        Site::AfterCall { callee } => {
+            let sites = binary.after_call_sites(&f, callee)?;
+            if sites.is_empty() {
+                return Err(SymbolError::SymbolNotFound {
+                    symbol: format!("a call to {callee} in {}", spec.go_symbol),
+                    path: binary.path().to_owned(),
+                });
+            }
+            sites
+        }
+    };
+    Ok(sites
+        .into_iter()
+        .map(|site| PlacedProbe {
+            probe: spec.id,
+            symbol: spec.go_symbol,
+            address: f.address,
+            file_offset: f.file_offset,
+            symbol_source: f.source,
+            site,
+        })
+        .collect())
+}
+
+/// Places every probe of the table in `binary`. A missing optional probe is skipped with a
+/// warning (returned as text); a missing required one is an error.
+pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), SymbolError> {
+    let mut placed = Vec::new();
+    let mut skipped = Vec::new();
+    for spec in PROBES {
+        match place(binary, spec) {
+            Ok(p) => placed.extend(p),
+            Err(e) if spec.optional => skipped.push(format!("{} skipped: {e}", spec.program)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((placed, skipped))
 }
 
 #[cfg(test)]

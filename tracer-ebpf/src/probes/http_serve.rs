@@ -1,46 +1,68 @@
+//! Server side of Go net/http.
+//!
 //! `net/http.serverHandler.ServeHTTP(sh serverHandler, rw ResponseWriter, req *Request)`:
-//! args are sh.srv (RAX), rw's itab and data (RBX, RCX), req (RDI).
+//! sh.srv in RAX, rw's itab and data in RBX and RCX, req in RDI.
+//! `net/http.(*response).finishRequest(w *response)`: w in RAX; called on the same goroutine
+//! once the handler returned and the response is flushed.
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
-    event::HttpServeEvent,
-    maps::{COUNTER_HITS, COUNTER_RINGBUF_FULL},
+    event::{HttpServeEndEvent, HttpServeEvent},
     probe::ProbeId,
 };
 
-use crate::{goabi, gostr::read_string, maps, probes};
-
-const ARG_REQUEST: usize = 3;
+use crate::{
+    goabi,
+    gostr::{field_u64, read_string},
+    maps, probes,
+};
 
 #[uprobe]
 pub fn http_serve(ctx: ProbeContext) -> u32 {
-    match try_http_serve(&ctx) {
-        Ok(()) | Err(()) => 0,
-    }
+    let _ = try_http_serve(&ctx);
+    0
 }
 
 #[inline(always)]
-fn try_http_serve(ctx: &ProbeContext) -> Result<(), ()> {
-    let (tgid, tid, cfg) = probes::process().ok_or(())?;
-    maps::count(COUNTER_HITS);
-    let req = goabi::arg(ctx, ARG_REQUEST);
-    let Some(mut entry) = maps::EVENTS.reserve::<HttpServeEvent>(0) else {
-        maps::count(COUNTER_RINGBUF_FULL);
-        return Err(());
-    };
+fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
+    let hit = probes::hit(ctx, ProbeId::HttpServe)?;
+    let req = goabi::arg(ctx, 3);
+    let mut entry = probes::reserve::<HttpServeEvent>()?;
     let ev = entry.as_mut_ptr();
-    let off = &cfg.offsets;
+    let off = &hit.cfg.offsets;
     unsafe {
-        (*ev).hdr = probes::header(ctx, ProbeId::HttpServe, tgid, tid);
+        (*ev).hdr = hit.hdr;
         (*ev).request = req;
-        read_string(req + u64::from(off.request_method), &mut (*ev).method);
-        read_string(req + u64::from(off.request_uri), &mut (*ev).uri);
-        read_string(req + u64::from(off.request_host), &mut (*ev).host);
-        read_string(
-            req + u64::from(off.request_remote_addr),
-            &mut (*ev).remote_addr,
-        );
+        read_string(req, off.request_method, &mut (*ev).method);
+        read_string(req, off.request_uri, &mut (*ev).uri);
+        read_string(req, off.request_host, &mut (*ev).host);
+        read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
     }
     entry.submit(maps::submit_flags());
-    Ok(())
+    Some(())
+}
+
+#[uprobe]
+pub fn http_serve_end(ctx: ProbeContext) -> u32 {
+    let _ = try_http_serve_end(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_http_serve_end(ctx: &ProbeContext) -> Option<()> {
+    let hit = probes::hit(ctx, ProbeId::HttpServeEnd)?;
+    let w = goabi::arg(ctx, 0);
+    let mut entry = probes::reserve::<HttpServeEndEvent>()?;
+    let ev = entry.as_mut_ptr();
+    let off = &hit.cfg.offsets;
+    let req = field_u64(w, off.response_req);
+    unsafe {
+        (*ev).hdr = hit.hdr;
+        (*ev).request = req;
+        (*ev).status = field_u64(w, off.response_status) as i64;
+        (*ev).written = field_u64(w, off.response_written) as i64;
+        read_string(req, off.request_pattern, &mut (*ev).pattern);
+    }
+    entry.submit(maps::submit_flags());
+    Some(())
 }

@@ -381,6 +381,22 @@ impl Binary {
         Ok(entry_site(self.arch, self.code(f)?, f.address, needs_args))
     }
 
+    /// Sites where each call from `f` to the function `callee` has just returned
+    /// (see [`sites::after_call_sites`]).
+    pub fn after_call_sites(
+        &self,
+        f: &Function,
+        callee: &str,
+    ) -> Result<Vec<ProbeSite>, SymbolError> {
+        let target = self.lookup(callee)?;
+        Ok(sites::after_call_sites(
+            self.arch,
+            self.code(f)?,
+            f.address,
+            target.address,
+        ))
+    }
+
     /// Offsets (from `f`'s entry) of its RET instructions (see [`sites::return_sites`]).
     pub fn return_sites(&self, f: &Function) -> Result<Vec<u64>, SymbolError> {
         Ok(return_sites(self.arch, self.code(f)?, f.address))

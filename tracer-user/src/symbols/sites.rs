@@ -67,6 +67,108 @@ pub fn entry_site(arch: Arch, code: &[u8], address: u64, needs_args: bool) -> Pr
     }
 }
 
+/// How many instructions after a call's return address are considered for its return site.
+const MAX_AFTER_CALL: usize = 4;
+
+/// Return sites without RET probes: for each `call callee` in the function (`code` at
+/// `address`), the first instruction from the return address on that the kernel emulates,
+/// reached only by falling through from the return and before the callee's results (RAX, RBX,
+/// RCX, RDI, …) are overwritten. A probe there sees the results as the caller does. Where no
+/// such instruction exists, the return address itself (single-stepped) is used.
+/// A multi-byte nop is passed over in favour of a following branch, which every kernel emulates.
+pub fn after_call_sites(arch: Arch, code: &[u8], address: u64, callee: u64) -> Vec<ProbeSite> {
+    if arch != Arch::X86_64 {
+        return Vec::new();
+    }
+    let insns = decode_all(code, address);
+    let end = address.saturating_add(code.len() as u64);
+    // Branch targets that something other than a call's return reaches. A `jmp` right after
+    // another call is a call's return too (e.g. the HTTP/2 `alt.RoundTrip` path joining the
+    // HTTP/1 one with its results in the same registers), so it does not count.
+    let targets: HashSet<u64> = insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.is_jcc_short_or_near() || i.is_jmp_short_or_near())
+        .filter(|(j, i)| {
+            let after_call = j
+                .checked_sub(1)
+                .and_then(|p| insns.get(p))
+                .is_some_and(|p| {
+                    p.flow_control() == FlowControl::Call
+                        || p.flow_control() == FlowControl::IndirectCall
+                });
+            !(i.is_jmp_short_or_near() && after_call)
+        })
+        .map(|(_, i)| i.near_branch_target())
+        .filter(|&t| t > address && t < end)
+        .collect();
+    let bytes_of = |i: &Instruction| {
+        let start = usize::try_from(i.ip().wrapping_sub(address)).unwrap_or(usize::MAX);
+        code.get(start..start.saturating_add(i.len()))
+            .unwrap_or_default()
+    };
+    let mut info = InstructionInfoFactory::new();
+    let mut sites = Vec::new();
+    for (k, call) in insns.iter().enumerate() {
+        if !(call.is_call_near() && call.near_branch_target() == callee) {
+            continue;
+        }
+        let ret_addr = call.next_ip();
+        let mut chosen = None;
+        let mut stop = String::from("no emulated instruction follows the call");
+        for ins in insns.iter().skip(k + 1).take(MAX_AFTER_CALL) {
+            if ins.code() == iced_x86::Code::INVALID {
+                stop = "undecodable bytes after the call".into();
+                break;
+            }
+            if targets.contains(&ins.ip()) {
+                stop = format!(
+                    "{:#x} is a branch target (reachable without returning)",
+                    ins.ip() - address
+                );
+                break;
+            }
+            match emulated(ins, bytes_of(ins)) {
+                Some("multi-byte nop") | None => {}
+                Some(what) => {
+                    chosen = Some((ins, what));
+                    break;
+                }
+            }
+            if ins.flow_control() != FlowControl::Next {
+                stop = format!("`{}` leaves the straight line", format_insn(ins));
+                break;
+            }
+            if writes_arg_register(&mut info, ins) {
+                stop = format!("`{}` overwrites a result register", format_insn(ins));
+                break;
+            }
+        }
+        sites.push(match chosen {
+            Some((ins, what)) => ProbeSite {
+                offset: ins.ip() - address,
+                kind: SiteKind::Emulated,
+                instruction: format_insn(ins),
+                reason: format!(
+                    "{} after the call at +{:#x} returns: emulated ({what}), results still in registers",
+                    format_insn(ins),
+                    call.ip() - address
+                ),
+            },
+            None => ProbeSite {
+                offset: ret_addr - address,
+                kind: SiteKind::SingleStepped,
+                instruction: insns
+                    .get(k + 1)
+                    .map(format_insn)
+                    .unwrap_or_default(),
+                reason: format!("the return address: single-stepped (slow), since {stop}"),
+            },
+        });
+    }
+    sites
+}
+
 /// Offsets (from the function's entry) of every RET instruction in `code`.
 pub fn return_sites(arch: Arch, code: &[u8], address: u64) -> Vec<u64> {
     match arch {
@@ -354,6 +456,68 @@ fn signed_hex(v: i64) -> String {
         format!("-{:#x}", v.unsigned_abs())
     } else {
         format!("{v:#x}")
+    }
+}
+
+#[cfg(test)]
+mod after_call_tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_branch_after_test_and_nop() {
+        // call +0x100 (to 0x1105) ; nopw 0(rax,rax) ; test rbx,rbx ; je +0x10 ; ret
+        let code = [
+            0xe8, 0x00, 0x01, 0x00, 0x00, // call
+            0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, // nopw
+            0x48, 0x85, 0xdb, // test rbx,rbx
+            0x74, 0x10, // je
+            0xc3,
+        ];
+        let sites = after_call_sites(Arch::X86_64, &code, 0x1000, 0x1105);
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].offset, 14, "{:?}", sites[0]);
+        assert_eq!(sites[0].kind, SiteKind::Emulated);
+    }
+
+    #[test]
+    fn result_register_write_falls_back_to_the_return_address() {
+        // call ; mov rax,rbx ; je
+        let code = [0xe8, 0x00, 0x01, 0x00, 0x00, 0x48, 0x89, 0xd8, 0x74, 0x10];
+        let sites = after_call_sites(Arch::X86_64, &code, 0x1000, 0x1105);
+        assert_eq!(sites[0].offset, 5);
+        assert_eq!(sites[0].kind, SiteKind::SingleStepped);
+        assert!(
+            sites[0].reason.contains("overwrites"),
+            "{}",
+            sites[0].reason
+        );
+    }
+
+    #[test]
+    fn a_join_with_another_calls_return_is_allowed_but_not_other_jumps() {
+        // call *rcx ; jmp J ; call X ; J: test rbx,rbx ; je
+        let code = [
+            0xff, 0xd1, // call *rcx
+            0xeb, 0x05, // jmp +5 -> 0x1009
+            0xe8, 0xfc, 0x00, 0x00, 0x00, // call 0x1105
+            0x48, 0x85, 0xdb, // test rbx,rbx (0x1009)
+            0x74, 0x10, // je
+        ];
+        let sites = after_call_sites(Arch::X86_64, &code, 0x1000, 0x1105);
+        assert_eq!(sites[0].kind, SiteKind::Emulated, "{:?}", sites[0]);
+        assert_eq!(sites[0].offset, 12);
+        // Same, but the jump comes after a plain instruction: the join is refused.
+        let mut code2 = code;
+        code2[0] = 0x90;
+        code2[1] = 0x90;
+        let sites = after_call_sites(Arch::X86_64, &code2, 0x1000, 0x1105);
+        assert_eq!(sites[0].kind, SiteKind::SingleStepped, "{:?}", sites[0]);
+    }
+
+    #[test]
+    fn other_callees_are_ignored() {
+        let code = [0xe8, 0x00, 0x01, 0x00, 0x00, 0x74, 0x10];
+        assert!(after_call_sites(Arch::X86_64, &code, 0x1000, 0x2000).is_empty());
     }
 }
 

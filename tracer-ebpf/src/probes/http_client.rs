@@ -1,0 +1,72 @@
+//! Client side of Go net/http.
+//!
+//! Start: `net/http.(*Transport).roundTrip(t *Transport, req *Request)`: t in RAX, req in RBX.
+//! End: the instruction after `call (*persistConn).roundTrip` inside `(*Transport).roundTrip`
+//! (user space picks an emulated one, e.g. the `je` after `test rbx,rbx`), where that call's
+//! results are still in registers: resp in RAX, err's itab and data in RBX and RCX.
+
+use aya_ebpf::{macros::uprobe, programs::ProbeContext};
+use tracer_common::{
+    event::{HttpClientEndEvent, HttpClientEvent},
+    probe::ProbeId,
+};
+
+use crate::{
+    goabi,
+    gostr::{field_u64, read_string},
+    maps, probes,
+};
+
+#[uprobe]
+pub fn http_client(ctx: ProbeContext) -> u32 {
+    let _ = try_http_client(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_http_client(ctx: &ProbeContext) -> Option<()> {
+    let hit = probes::hit(ctx, ProbeId::HttpClient)?;
+    let req = goabi::arg(ctx, 1);
+    let mut entry = probes::reserve::<HttpClientEvent>()?;
+    let ev = entry.as_mut_ptr();
+    let off = &hit.cfg.offsets;
+    let url = field_u64(req, off.request_url);
+    unsafe {
+        (*ev).hdr = hit.hdr;
+        (*ev).request = req;
+        (*ev).parent_goid = field_u64(hit.hdr.goroutine, off.g_parent_goid);
+        read_string(req, off.request_method, &mut (*ev).method);
+        read_string(url, off.url_scheme, &mut (*ev).scheme);
+        read_string(url, off.url_host, &mut (*ev).host);
+        read_string(url, off.url_path, &mut (*ev).path);
+    }
+    entry.submit(maps::submit_flags());
+    Some(())
+}
+
+#[uprobe]
+pub fn http_client_end(ctx: ProbeContext) -> u32 {
+    let _ = try_http_client_end(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_http_client_end(ctx: &ProbeContext) -> Option<()> {
+    let hit = probes::hit(ctx, ProbeId::HttpClientEnd)?;
+    let resp = goabi::arg(ctx, 0);
+    let err = goabi::arg(ctx, 1);
+    let mut entry = probes::reserve::<HttpClientEndEvent>()?;
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).hdr = hit.hdr;
+        (*ev).response = resp;
+        (*ev).error = err;
+        (*ev).status = if err == 0 {
+            field_u64(resp, hit.cfg.offsets.resp_status_code) as i64
+        } else {
+            0
+        };
+    }
+    entry.submit(maps::submit_flags());
+    Some(())
+}

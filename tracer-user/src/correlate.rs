@@ -1,0 +1,742 @@
+//! Events to spans. Pairs each start event with its end on the same goroutine (by goid, which
+//! Go never reuses), and gives every span its parent inside the process:
+//! - a server span is the root of a new trace (cross-process context comes later);
+//! - a client span's parent is the server span open on its goroutine, else on the goroutine
+//!   that started it (`g.parentGoid`, read by the kernel), else further up the chain of
+//!   goroutine parents learned from earlier events; else it starts its own trace.
+//!
+//! Every map is bounded; spans left open too long are expired and counted, never leaked.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    clock::{Clock, to_wall},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd},
+    sample::RatioSampler,
+    span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
+};
+
+/// Limits that keep memory bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Open spans per process and kind.
+    pub max_open: usize,
+    /// Remembered goroutine → parent links per process.
+    pub max_parents: usize,
+    /// A span open longer than this is expired (its end was lost).
+    pub max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_open: 16_384,
+            max_parents: 65_536,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the correlator counted (self-metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelateStats {
+    pub spans: u64,
+    pub unmatched_ends: u64,
+    pub replaced_open: u64,
+    pub evicted: u64,
+    pub expired: u64,
+    pub unknown_process: u64,
+}
+
+/// Trace context of an open span, inherited by its children.
+#[derive(Clone, Copy, Debug)]
+struct Ctx {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+    /// The wall-clock offset fixed when the trace's root started (see `clock`).
+    offset_ns: i128,
+}
+
+#[derive(Debug)]
+struct Open {
+    ctx: Ctx,
+    parent: Option<[u8; 8]>,
+    start_ns: u64,
+    name: String,
+    attributes: Vec<(&'static str, AttrValue)>,
+}
+
+struct Process {
+    resource: Arc<ProcessResource>,
+    servers: HashMap<u64, Open>,
+    clients: HashMap<u64, Open>,
+    /// goid → parent goid, learned from client events.
+    parents: HashMap<u64, u64>,
+}
+
+pub struct Correlator {
+    processes: HashMap<u32, Process>,
+    clock: Clock,
+    sampler: RatioSampler,
+    limits: Limits,
+    ids: IdGen,
+    stats: CorrelateStats,
+}
+
+impl Correlator {
+    pub fn new(clock: Clock, sampler: RatioSampler, limits: Limits) -> Correlator {
+        Correlator {
+            processes: HashMap::new(),
+            clock,
+            sampler,
+            limits,
+            ids: IdGen::new(),
+            stats: CorrelateStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> CorrelateStats {
+        self.stats
+    }
+
+    /// Open spans over all processes (self-metrics).
+    pub fn open_spans(&self) -> usize {
+        self.processes
+            .values()
+            .map(|p| p.servers.len() + p.clients.len())
+            .sum()
+    }
+
+    pub fn register(&mut self, pid: u32, resource: Arc<ProcessResource>) {
+        self.processes.insert(
+            pid,
+            Process {
+                resource,
+                servers: HashMap::new(),
+                clients: HashMap::new(),
+                parents: HashMap::new(),
+            },
+        );
+    }
+
+    /// Forgets a process (it exited); its open spans are counted as expired.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(p) = self.processes.remove(&pid) {
+            self.stats.expired += (p.servers.len() + p.clients.len()) as u64;
+        }
+    }
+
+    /// Feeds one event; finished spans go to `out`.
+    pub fn push(&mut self, ev: &Event, out: &mut impl FnMut(SpanRecord)) {
+        let hdr = ev.header();
+        self.clock.refresh_if_due(hdr.ktime_ns);
+        let Some(proc_) = self.processes.get_mut(&hdr.tgid) else {
+            self.stats.unknown_process += 1;
+            return;
+        };
+        let cx = Cx {
+            ids: &mut self.ids,
+            stats: &mut self.stats,
+            sampler: &self.sampler,
+            offset_ns: self.clock.offset_ns(),
+            limits: &self.limits,
+        };
+        match ev {
+            Event::HttpServe(e) => server_start(proc_, cx, e),
+            Event::HttpServeEnd(e) => server_end(proc_, cx, e, out),
+            Event::HttpClient(e) => client_start(proc_, cx, e),
+            Event::HttpClientEnd(e) => client_end(proc_, cx, e, out),
+        }
+    }
+
+    /// Expires spans open for longer than `max_age` (their end event was lost).
+    pub fn sweep(&mut self, mono_now: u64) {
+        let max_age = u64::try_from(self.limits.max_age.as_nanos()).unwrap_or(u64::MAX);
+        let cutoff = mono_now.saturating_sub(max_age);
+        for p in self.processes.values_mut() {
+            for map in [&mut p.servers, &mut p.clients] {
+                let before = map.len();
+                map.retain(|_, o| o.start_ns >= cutoff);
+                self.stats.expired += (before - map.len()) as u64;
+            }
+        }
+    }
+}
+
+/// What the per-event functions need besides the process state.
+struct Cx<'a> {
+    ids: &'a mut IdGen,
+    stats: &'a mut CorrelateStats,
+    sampler: &'a RatioSampler,
+    offset_ns: i128,
+    limits: &'a Limits,
+}
+
+impl Cx<'_> {
+    fn root(&mut self) -> Ctx {
+        let trace_id = self.ids.trace_id();
+        Ctx {
+            trace_id,
+            span_id: self.ids.span_id(),
+            sampled: self.sampler.keep(&trace_id),
+            offset_ns: self.offset_ns,
+        }
+    }
+
+    fn child(&mut self, parent: &Ctx) -> Ctx {
+        Ctx {
+            span_id: self.ids.span_id(),
+            ..*parent
+        }
+    }
+
+    fn insert(&mut self, map: &mut HashMap<u64, Open>, goid: u64, open: Open) {
+        if map.len() >= self.limits.max_open && !map.contains_key(&goid) {
+            // Full: drop the oldest open span (its end is the likeliest to have been lost).
+            if let Some(oldest) = map.iter().min_by_key(|(_, o)| o.start_ns).map(|(k, _)| *k) {
+                map.remove(&oldest);
+                self.stats.evicted += 1;
+            }
+        }
+        if map.insert(goid, open).is_some() {
+            self.stats.replaced_open += 1;
+        }
+    }
+
+    fn finish(
+        &mut self,
+        p: &Process,
+        o: Open,
+        end_ns: u64,
+        status: SpanStatus,
+        kind: SpanKind,
+    ) -> SpanRecord {
+        self.stats.spans += 1;
+        SpanRecord {
+            trace_id: o.ctx.trace_id,
+            span_id: o.ctx.span_id,
+            parent_span_id: o.parent,
+            sampled: o.ctx.sampled,
+            name: o.name,
+            kind,
+            start: to_wall(o.start_ns, o.ctx.offset_ns),
+            end: to_wall(end_ns.max(o.start_ns), o.ctx.offset_ns),
+            attributes: o.attributes,
+            status,
+            resource: Arc::clone(&p.resource),
+        }
+    }
+}
+
+fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe) {
+    let mut attributes: Vec<(&'static str, AttrValue)> = vec![
+        ("http.request.method", e.method.text.clone().into()),
+        ("url.path", e.path().into()),
+        ("url.scheme", "http".into()),
+    ];
+    if let Some((host, port)) = split_host_port(&e.host.text) {
+        attributes.push(("server.address", host.into()));
+        if let Some(port) = port {
+            attributes.push(("server.port", port.into()));
+        }
+    }
+    if let Some((addr, port)) = split_host_port(&e.remote_addr.text) {
+        attributes.push(("client.address", addr.into()));
+        if let Some(port) = port {
+            attributes.push(("client.port", port.into()));
+        }
+    }
+    let open = Open {
+        ctx: cx.root(),
+        parent: None,
+        start_ns: e.hdr.ktime_ns,
+        name: e.method.text.clone(),
+        attributes,
+    };
+    cx.insert(&mut p.servers, e.hdr.goid, open);
+}
+
+fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl FnMut(SpanRecord)) {
+    let Some(mut o) = p.servers.remove(&e.hdr.goid) else {
+        cx.stats.unmatched_ends += 1;
+        return;
+    };
+    // Go sends 200 when the handler never called WriteHeader.
+    let status = if e.status == 0 { 200 } else { e.status };
+    o.attributes
+        .push(("http.response.status_code", status.into()));
+    o.attributes
+        .push(("http.response.body.size", e.written.max(0).into()));
+    if let Some(route) = route_of(&e.pattern.text) {
+        o.name = format!("{} {route}", o.name);
+        o.attributes.push(("http.route", route.into()));
+    }
+    let span_status = if status >= 500 {
+        SpanStatus::Error(format!("HTTP {status}"))
+    } else {
+        SpanStatus::Unset
+    };
+    // Client calls still open under this request lost their end: close them here.
+    let span_id = o.ctx.span_id;
+    let orphans: Vec<u64> = p
+        .clients
+        .iter()
+        .filter(|(_, c)| c.parent == Some(span_id))
+        .map(|(g, _)| *g)
+        .collect();
+    for g in orphans {
+        if let Some(mut c) = p.clients.remove(&g) {
+            c.attributes.push(("kraken_tracer.incomplete", true.into()));
+            let rec = cx.finish(
+                p,
+                c,
+                e.hdr.ktime_ns,
+                SpanStatus::Error("no response observed".into()),
+                SpanKind::Client,
+            );
+            out(rec);
+        }
+    }
+    out(cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server));
+}
+
+/// Depth of goroutine ancestry searched for an open server span.
+const MAX_ANCESTRY: usize = 8;
+
+fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
+    let goid = e.hdr.goid;
+    if e.parent_goid != 0 {
+        if p.parents.len() >= cx.limits.max_parents && !p.parents.contains_key(&goid) {
+            // Bounded: forget everything rather than track ages; links are re-learned.
+            p.parents.clear();
+            cx.stats.evicted += 1;
+        }
+        p.parents.insert(goid, e.parent_goid);
+    }
+    let mut g = goid;
+    let mut parent = None;
+    for _ in 0..MAX_ANCESTRY {
+        if let Some(s) = p.servers.get(&g) {
+            parent = Some(s.ctx);
+            break;
+        }
+        match p.parents.get(&g) {
+            Some(&pg) if pg != 0 && pg != g => g = pg,
+            _ => break,
+        }
+    }
+    let (ctx, parent_id) = match parent {
+        Some(pc) => (cx.child(&pc), Some(pc.span_id)),
+        None => (cx.root(), None),
+    };
+    let (host, port) = split_host_port(&e.host.text).unwrap_or((e.host.text.as_str(), None));
+    let port = port.or(match e.scheme.text.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    });
+    let mut attributes: Vec<(&'static str, AttrValue)> = vec![
+        ("http.request.method", e.method.text.clone().into()),
+        (
+            "url.full",
+            format!("{}://{}{}", e.scheme.text, e.host.text, e.path.text).into(),
+        ),
+        ("url.scheme", e.scheme.text.clone().into()),
+        ("server.address", host.into()),
+    ];
+    if let Some(port) = port {
+        attributes.push(("server.port", port.into()));
+    }
+    let open = Open {
+        ctx,
+        parent: parent_id,
+        start_ns: e.hdr.ktime_ns,
+        name: e.method.text.clone(),
+        attributes,
+    };
+    cx.insert(&mut p.clients, goid, open);
+}
+
+fn client_end(
+    p: &mut Process,
+    mut cx: Cx<'_>,
+    e: &HttpClientEnd,
+    out: &mut impl FnMut(SpanRecord),
+) {
+    let Some(mut o) = p.clients.remove(&e.hdr.goid) else {
+        cx.stats.unmatched_ends += 1;
+        return;
+    };
+    let status = if e.error {
+        o.attributes.push(("error.type", "round_trip_error".into()));
+        SpanStatus::Error("round trip failed".into())
+    } else {
+        o.attributes
+            .push(("http.response.status_code", e.status.into()));
+        if e.status >= 400 {
+            SpanStatus::Error(format!("HTTP {}", e.status))
+        } else {
+            SpanStatus::Unset
+        }
+    };
+    out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
+}
+
+/// "GET /items/{id}" or "example.com/items/" (Go ServeMux patterns) → the path part.
+fn route_of(pattern: &str) -> Option<&str> {
+    let p = pattern.trim();
+    if p.is_empty() {
+        return None;
+    }
+    let p = p.split_once(' ').map_or(p, |(_, rest)| rest.trim());
+    p.find('/').map(|i| &p[i..])
+}
+
+/// "host:port", "[v6]:port" or "host" → (host, port).
+fn split_host_port(s: &str) -> Option<(&str, Option<i64>)> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return Some((host, port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h, p.parse().ok())),
+        _ => Some((s, None)),
+    }
+}
+
+/// Random, non-zero trace and span ids (xoshiro256++ seeded from the kernel).
+struct IdGen {
+    s: [u64; 4],
+}
+
+impl IdGen {
+    fn new() -> IdGen {
+        let mut seed = [0u8; 32];
+        // SAFETY: seed is a valid buffer of its length.
+        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+        if n != 32 {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos());
+            seed[..16].copy_from_slice(&t.to_le_bytes());
+            seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        let mut s = [0u64; 4];
+        for (i, w) in s.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            *w = u64::from_le_bytes(b) | 1;
+        }
+        IdGen { s }
+    }
+
+    fn next(&mut self) -> u64 {
+        let s = &mut self.s;
+        let r = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        r
+    }
+
+    fn span_id(&mut self) -> [u8; 8] {
+        loop {
+            let v = self.next();
+            if v != 0 {
+                return v.to_be_bytes();
+            }
+        }
+    }
+
+    fn trace_id(&mut self) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&self.next().to_be_bytes());
+        t[8..].copy_from_slice(&self.span_id());
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::probe::ProbeId;
+
+    use super::*;
+    use crate::events::{Captured, Header};
+
+    fn cap(s: &str) -> Captured {
+        Captured {
+            text: s.into(),
+            ..Captured::default()
+        }
+    }
+
+    fn hdr(probe: ProbeId, goid: u64, t: u64) -> Header {
+        Header {
+            probe,
+            tgid: 10,
+            tid: 11,
+            goroutine: 0xc000,
+            goid,
+            ktime_ns: t,
+        }
+    }
+
+    fn serve(goid: u64, t: u64, uri: &str) -> Event {
+        Event::HttpServe(HttpServe {
+            hdr: hdr(ProbeId::HttpServe, goid, t),
+            request: 1,
+            method: cap("GET"),
+            uri: cap(uri),
+            host: cap("127.0.0.1:8080"),
+            remote_addr: cap("127.0.0.1:5555"),
+        })
+    }
+
+    fn serve_end(goid: u64, t: u64, status: i64, pattern: &str) -> Event {
+        Event::HttpServeEnd(HttpServeEnd {
+            hdr: hdr(ProbeId::HttpServeEnd, goid, t),
+            request: 1,
+            status,
+            written: 6,
+            pattern: cap(pattern),
+        })
+    }
+
+    fn client(goid: u64, parent_goid: u64, t: u64) -> Event {
+        Event::HttpClient(HttpClient {
+            hdr: hdr(ProbeId::HttpClient, goid, t),
+            request: 2,
+            parent_goid,
+            method: cap("POST"),
+            scheme: cap("http"),
+            host: cap("origin:15002"),
+            path: cap("/x"),
+        })
+    }
+
+    fn client_end(goid: u64, t: u64, status: i64, error: bool) -> Event {
+        Event::HttpClientEnd(HttpClientEnd {
+            hdr: hdr(ProbeId::HttpClientEnd, goid, t),
+            response: 3,
+            status,
+            error,
+        })
+    }
+
+    fn correlator(ratio: f64, limits: Limits) -> Correlator {
+        let mut c = Correlator::new(
+            Clock::fixed(1_000_000_000),
+            RatioSampler::new(ratio),
+            limits,
+        );
+        c.register(
+            10,
+            Arc::new(ProcessResource {
+                service_name: "svc".into(),
+                pid: 10,
+                host_name: "h".into(),
+                executable_path: "/x".into(),
+                runtime_version: None,
+            }),
+        );
+        c
+    }
+
+    fn run(c: &mut Correlator, events: &[Event]) -> Vec<SpanRecord> {
+        let mut out = Vec::new();
+        for e in events {
+            c.push(e, &mut |s| out.push(s));
+        }
+        out
+    }
+
+    #[test]
+    fn server_span_with_route_status_and_times() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/items/7?q=secret"),
+                serve_end(5, 350, 0, "GET /items/{id}"),
+            ],
+        );
+        assert_eq!(spans.len(), 1);
+        let s = &spans[0];
+        assert_eq!(s.name, "GET /items/{id}");
+        assert_eq!(s.kind, SpanKind::Server);
+        assert_eq!(s.attr("url.path"), Some(&AttrValue::Str("/items/7".into())));
+        assert_eq!(
+            s.attr("http.route"),
+            Some(&AttrValue::Str("/items/{id}".into()))
+        );
+        assert_eq!(
+            s.attr("http.response.status_code"),
+            Some(&AttrValue::Int(200))
+        );
+        assert_eq!(s.attr("server.port"), Some(&AttrValue::Int(8080)));
+        assert_eq!(
+            s.attr("client.address"),
+            Some(&AttrValue::Str("127.0.0.1".into()))
+        );
+        assert_eq!(
+            s.end.duration_since(s.start).unwrap(),
+            Duration::from_nanos(250)
+        );
+        assert_eq!(s.parent_span_id, None);
+        assert!(
+            !s.attributes
+                .iter()
+                .any(|(_, v)| matches!(v, AttrValue::Str(x) if x.contains("secret")))
+        );
+    }
+
+    #[test]
+    fn client_on_handler_goroutine_and_on_spawned_goroutine_are_children() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/call"),
+                client(5, 1, 110),
+                client_end(5, 200, 204, false),
+                client(9, 5, 210), // goroutine 9 was started by 5
+                client_end(9, 300, 503, false),
+                serve_end(5, 400, 500, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 3);
+        let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+        for cl in spans.iter().filter(|s| s.kind == SpanKind::Client) {
+            assert_eq!(cl.trace_id, server.trace_id);
+            assert_eq!(cl.parent_span_id, Some(server.span_id));
+            assert!(
+                cl.start >= server.start && cl.end <= server.end,
+                "child outside parent"
+            );
+        }
+        assert_eq!(server.status, SpanStatus::Error("HTTP 500".into()));
+        let failed = spans
+            .iter()
+            .find(|s| s.attr("http.response.status_code") == Some(&AttrValue::Int(503)))
+            .unwrap();
+        assert!(matches!(failed.status, SpanStatus::Error(_)));
+    }
+
+    #[test]
+    fn grandchild_goroutine_found_through_learned_parents() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/"),
+                client(9, 5, 110),
+                client_end(9, 120, 200, false),
+                client(12, 9, 130), // 12's parent is 9, whose parent is 5
+                client_end(12, 140, 200, false),
+                serve_end(5, 150, 200, ""),
+            ],
+        );
+        let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+        assert!(spans.iter().all(|s| s.trace_id == server.trace_id));
+    }
+
+    #[test]
+    fn client_without_server_is_a_root_and_open_children_close_with_parent() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(&mut c, &[client(3, 1, 10), client_end(3, 20, 200, true)]);
+        assert_eq!(spans[0].parent_span_id, None);
+        assert_eq!(
+            spans[0].attr("error.type"),
+            Some(&AttrValue::Str("round_trip_error".into()))
+        );
+
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/"),
+                client(5, 1, 110),
+                serve_end(5, 150, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            spans[0].attr("kraken_tracer.incomplete"),
+            Some(&AttrValue::Bool(true))
+        );
+        assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn bounds_unmatched_and_expiry_are_counted() {
+        let mut c = correlator(
+            1.0,
+            Limits {
+                max_open: 2,
+                max_parents: 4,
+                max_age: Duration::from_nanos(1000),
+            },
+        );
+        run(
+            &mut c,
+            &[serve(1, 10, "/"), serve(2, 20, "/"), serve(3, 30, "/")],
+        );
+        assert_eq!(c.stats().evicted, 1);
+        assert_eq!(c.open_spans(), 2);
+        run(&mut c, &[serve_end(99, 40, 200, "")]);
+        assert_eq!(c.stats().unmatched_ends, 1);
+        c.sweep(5_000);
+        assert_eq!(c.stats().expired, 2);
+        assert_eq!(c.open_spans(), 0);
+        let mut other = Event::HttpServe(match serve(1, 1, "/") {
+            Event::HttpServe(s) => s,
+            _ => unreachable!(),
+        });
+        if let Event::HttpServe(s) = &mut other {
+            s.hdr.tgid = 77;
+        }
+        run(&mut c, &[other]);
+        assert_eq!(c.stats().unknown_process, 1);
+    }
+
+    #[test]
+    fn unsampled_traces_are_marked_not_dropped_here() {
+        let mut c = correlator(0.0, Limits::default());
+        let spans = run(&mut c, &[serve(5, 100, "/"), serve_end(5, 150, 200, "")]);
+        assert_eq!(spans.len(), 1);
+        assert!(!spans[0].sampled);
+    }
+
+    #[test]
+    fn ids_are_distinct_and_nonzero() {
+        let mut g = IdGen::new();
+        let a = g.trace_id();
+        let b = g.trace_id();
+        assert_ne!(a, b);
+        assert_ne!(g.span_id(), [0; 8]);
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(split_host_port("a:1"), Some(("a", Some(1))));
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1", Some(80))));
+        assert_eq!(split_host_port("a"), Some(("a", None)));
+        assert_eq!(split_host_port("::1"), Some(("::1", None)));
+        assert_eq!(split_host_port(""), None);
+        assert_eq!(route_of("GET /a/{b}"), Some("/a/{b}"));
+        assert_eq!(route_of("example.com/x/"), Some("/x/"));
+        assert_eq!(route_of(""), None);
+    }
+}
