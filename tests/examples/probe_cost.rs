@@ -77,13 +77,14 @@ fn main() -> Result<()> {
             .expect("rt");
         rt.block_on(async move {
             let r = EventReader::new(ring, Duration::from_millis(10)).expect("reader");
-            r.run(
-                move |_| {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                },
-                stop_rx,
-            )
-            .await;
+            let _ = r
+                .run(
+                    move |_| {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    },
+                    stop_rx,
+                )
+                .await;
         });
     });
 

@@ -14,6 +14,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use kraken_tracer::{events::Event, reader::EventReader, tracer::Tracer};
 
+pub mod jaeger;
+
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -169,7 +171,7 @@ impl Traced {
                 .expect("runtime");
             rt.block_on(async move {
                 let reader = EventReader::new(ring, Duration::from_millis(5)).expect("reader");
-                reader
+                let _ = reader
                     .run(move |ev| sink.lock().expect("events").push(ev), stop_rx)
                     .await;
             });
@@ -210,4 +212,104 @@ pub fn tracer_bin() -> PathBuf {
         || workspace().join("target/debug/kraken-tracer"),
         PathBuf::from,
     )
+}
+
+/// The real `kraken-tracer` binary, running `attach` in the background.
+pub struct TracerProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    out: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Ok(mut l) = into.lock() {
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }
+    })
+}
+
+impl TracerProcess {
+    /// Starts `kraken-tracer attach <args>` and waits until it has attached to `pids`
+    /// (its "attached pid N" log lines).
+    pub fn start(pids: &[u32], extra: &[&str]) -> Result<TracerProcess> {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.arg("attach");
+        for p in pids {
+            cmd.arg("--pid").arg(p.to_string());
+        }
+        let mut child = cmd
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("tracer stderr")?;
+        let stdout = child.stdout.take().context("tracer stdout")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(stderr, Arc::clone(&log)),
+            collect(stdout, Arc::clone(&out)),
+        ];
+        let mut tp = TracerProcess {
+            child,
+            log,
+            out,
+            readers,
+        };
+        let attached = |log: &str| {
+            pids.iter()
+                .all(|p| log.contains(&format!("attached pid {p} ")))
+        };
+        if !wait_until(Duration::from_secs(30), || {
+            attached(&tp.log_text()) || !tp.running()
+        }) {
+            bail!("tracer did not attach in time:\n{}", tp.log_text());
+        }
+        if !tp.running() {
+            bail!("tracer exited:\n{}", tp.log_text());
+        }
+        Ok(tp)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then waits for the exit (the tracer flushes its export queue first).
+    /// Returns the exit status and the whole log (stderr).
+    pub fn stop(mut self) -> Result<(std::process::ExitStatus, String)> {
+        let pid = i32::try_from(self.child.id())?;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Ok((status, self.log_text()))
+    }
+
+    /// What the tracer printed on stdout so far.
+    pub fn stdout_text(&self) -> String {
+        self.out.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for TracerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

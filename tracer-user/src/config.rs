@@ -35,9 +35,30 @@ pub struct AttachArgs {
         value_delimiter = ','
     )]
     pub pids: Vec<u32>,
-    /// Print one line per probe event on stdout.
+    /// Print finished traces as trees on stdout.
     #[arg(long, env = "KRAKEN_TRACER_STDOUT")]
     pub stdout: bool,
+    /// Print one line per raw probe event on stdout (debugging the probes themselves).
+    #[arg(long, env = "KRAKEN_TRACER_EVENTS")]
+    pub events: bool,
+    /// OTLP endpoint (gRPC default http://127.0.0.1:4317, HTTP default http://127.0.0.1:4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otlp_protocol: String,
+    /// Don't export (with --stdout: print only).
+    #[arg(long, env = "KRAKEN_TRACER_NO_EXPORT")]
+    pub no_export: bool,
+    /// Fraction of traces kept (head sampling by trace id), 0.0–1.0.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 0.1, value_parser = parse_ratio)]
+    pub sample_ratio: f64,
+    /// service.name for every traced process (default: each executable's name).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// service.name for one process, as PID=NAME (repeatable; wins over --service-name).
+    #[arg(long = "service-name-for", value_parser = parse_pid_name)]
+    pub service_name_for: Vec<(u32, String)>,
     /// How often the ring buffer is drained when the kernel has not woken the reader.
     #[arg(long, env = "KRAKEN_TRACER_DRAIN_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
     pub drain_interval: Duration,
@@ -53,6 +74,35 @@ pub struct AttachArgs {
 pub struct InspectArgs {
     /// An executable path, or a PID.
     pub target: String,
+}
+
+/// A sampling ratio in [0, 1].
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {s:?} (a ratio from 0.0 to 1.0)"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0.0–1.0"))
+    }
+}
+
+/// "PID=NAME".
+pub fn parse_pid_name(s: &str) -> Result<(u32, String), String> {
+    let (pid, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected PID=NAME, got {s:?}"))?;
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a PID: {pid:?}"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("empty service name".into());
+    }
+    Ok((pid, name.to_owned()))
 }
 
 /// Parses "250ms", "5s", "2m", "1500us" or a bare number of milliseconds.
@@ -109,5 +159,30 @@ mod tests {
         assert!(a.stdout);
         let err = Cli::try_parse_from(["kraken-tracer", "attach", "--pid", "x"]).unwrap_err();
         assert!(err.to_string().contains("--pid"), "{err}");
+        let err = Cli::try_parse_from([
+            "kraken-tracer",
+            "attach",
+            "--pid",
+            "1",
+            "--sample-ratio",
+            "2",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--sample-ratio"), "{err}");
+        let cli = Cli::try_parse_from([
+            "kraken-tracer",
+            "attach",
+            "--pid",
+            "1",
+            "--service-name-for",
+            "1=origin",
+        ])
+        .unwrap();
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach")
+        };
+        assert_eq!(a.service_name_for, vec![(1, "origin".to_owned())]);
+        assert!(parse_pid_name("x=y").is_err());
+        assert!(parse_pid_name("1=").is_err());
     }
 }

@@ -16,6 +16,18 @@ pub struct ReaderStats {
     pub decode_errors: u64,
 }
 
+/// Where the reader delivers events. `on_tick` runs on every drain tick (housekeeping).
+pub trait EventSink {
+    fn on_event(&mut self, ev: Event);
+    fn on_tick(&mut self) {}
+}
+
+impl<F: FnMut(Event)> EventSink for F {
+    fn on_event(&mut self, ev: Event) {
+        self(ev);
+    }
+}
+
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     interval: Duration,
@@ -37,14 +49,14 @@ impl EventReader {
     }
 
     /// Decodes every record now in the ring and hands it to `sink`.
-    pub fn drain(&mut self, sink: &mut impl FnMut(Event)) -> usize {
+    pub fn drain(&mut self, sink: &mut impl EventSink) -> usize {
         let mut n = 0;
         let stats = &mut self.stats;
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             n += 1;
             match events::decode(&item) {
-                Ok(ev) => sink(ev),
+                Ok(ev) => sink.on_event(ev),
                 Err(e) => note_decode_error(stats, &e),
             }
         }
@@ -52,12 +64,12 @@ impl EventReader {
         n
     }
 
-    /// Runs until `stop` turns true, then drains once more and returns the stats.
-    pub async fn run(
+    /// Runs until `stop` turns true, then drains once more and returns the stats and the sink.
+    pub async fn run<S: EventSink>(
         mut self,
-        mut sink: impl FnMut(Event),
+        mut sink: S,
         mut stop: watch::Receiver<bool>,
-    ) -> ReaderStats {
+    ) -> (ReaderStats, S) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -68,11 +80,14 @@ impl EventReader {
                     }
                     self.drain(&mut sink);
                 }
-                _ = tick.tick() => { self.drain(&mut sink); }
+                _ = tick.tick() => {
+                    self.drain(&mut sink);
+                    sink.on_tick();
+                }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         self.drain(&mut sink);
-                        return self.stats;
+                        return (self.stats, sink);
                     }
                 }
             }

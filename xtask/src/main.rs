@@ -2,6 +2,7 @@
 
 mod demo;
 mod fixtures;
+mod jaeger;
 mod setup;
 mod test;
 mod util;
@@ -27,6 +28,8 @@ enum Cmd {
     Demo(demo::Options),
     /// Measure the cost of one probe hit at each candidate probe site (root).
     ProbeCost,
+    /// Measure the latency the tracer adds to a Go HTTP request, with vs without (root).
+    Overhead,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,18 +38,33 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fixtures => fixtures::build_all().map(|_| ()),
         Cmd::Test(o) => test::main(&o),
         Cmd::Demo(o) => demo::main(&o),
-        Cmd::ProbeCost => util::run(
-            std::process::Command::new("cargo")
-                .current_dir(util::root())
-                .args([
-                    "run",
-                    "--release",
-                    "--locked",
-                    "-p",
-                    "tracer-it",
-                    "--example",
-                    "probe_cost",
-                ]),
-        ),
+        Cmd::ProbeCost => example("probe_cost"),
+        Cmd::Overhead => example("overhead"),
     }
+}
+
+/// Runs a benchmark example of the integration-test crate (release build).
+fn example(name: &str) -> anyhow::Result<()> {
+    util::run(
+        std::process::Command::new("cargo")
+            .current_dir(util::root())
+            .args(["build", "--release", "--locked", "-p", "tracer-user"]),
+    )?;
+    util::run(
+        std::process::Command::new("cargo")
+            .current_dir(util::root())
+            .env(
+                "KRAKEN_TRACER_BIN",
+                util::root().join("target/release/kraken-tracer"),
+            )
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "tracer-it",
+                "--example",
+                name,
+            ]),
+    )
 }

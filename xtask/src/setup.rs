@@ -27,6 +27,7 @@ pub fn main(opts: &Options) -> Result<()> {
     bpf_linker(&sysroot, opts.check)?;
     tracefs(opts.check)?;
     go()?;
+    crate::jaeger::install(opts.check)?;
     crate::fixtures::apt_packages(opts.check)?;
     step("setup complete");
     Ok(())

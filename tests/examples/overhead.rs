@@ -1,0 +1,109 @@
+//! Added latency per traced request: the Go fixture serves GET /hello over one keep-alive
+//! connection, timed per request from this process, in interleaved rounds without and with
+//! the real `kraken-tracer` attached (100 % sampling, spans built, export off so no collector
+//! is needed). Each traced request costs 2 probe hits (ServeHTTP entry, finishRequest).
+//!
+//! Run: `cargo xtask overhead` (root). Prints a Markdown table.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use tracer_it::{Fixture, TracerProcess, fixture};
+
+const ROUNDS: usize = 5;
+const REQUESTS: usize = 4000;
+
+/// One keep-alive request; returns its latency in ns.
+fn get(conn: &mut BufReader<TcpStream>, host: &str) -> Result<u64> {
+    let t = Instant::now();
+    write!(
+        conn.get_mut(),
+        "GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )?;
+    let mut len = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line)? == 0 {
+            bail!("connection closed");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = vec![0; len.context("no content-length")?];
+    conn.read_exact(&mut body)?;
+    Ok(u64::try_from(t.elapsed().as_nanos())?)
+}
+
+fn round(addr: &str) -> Result<Vec<u64>> {
+    let mut conn = BufReader::new(TcpStream::connect(addr)?);
+    conn.get_mut().set_nodelay(true)?;
+    for _ in 0..200 {
+        get(&mut conn, addr)?; // warm-up
+    }
+    (0..REQUESTS).map(|_| get(&mut conn, addr)).collect()
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn main() -> Result<()> {
+    let fx = Fixture::http(&fixture("httpserver", false))?;
+    let addr = fx.addr().to_string();
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut hits = 0;
+    for _ in 0..ROUNDS {
+        off.extend(round(&addr)?);
+        let tracer = TracerProcess::start(&[fx.pid], &["--sample-ratio", "1", "--no-export"])?;
+        on.extend(round(&addr)?);
+        let (_, log) = tracer.stop()?;
+        hits += log
+            .split("probe hits ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let (p50_off, p50_on) = (pct(&mut off, 0.5), pct(&mut on, 0.5));
+    let (p99_off, p99_on) = (pct(&mut off, 0.99), pct(&mut on, 0.99));
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len() as f64 / 1000.0;
+    let (m_off, m_on) = (mean(&off), mean(&on));
+    println!(
+        "| {} requests per side, {ROUNDS} interleaved rounds | without tracer | with tracer | added | ratio |",
+        off.len()
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| p50 latency (µs) | {p50_off:.1} | {p50_on:.1} | {:.1} | {:.3} |",
+        p50_on - p50_off,
+        p50_on / p50_off
+    );
+    println!(
+        "| p99 latency (µs) | {p99_off:.1} | {p99_on:.1} | {:.1} | {:.3} |",
+        p99_on - p99_off,
+        p99_on / p99_off
+    );
+    println!(
+        "| mean latency (µs) | {m_off:.1} | {m_on:.1} | {:.1} | {:.3} |",
+        m_on - m_off,
+        m_on / m_off
+    );
+    println!();
+    println!(
+        "probe hits while traced: {hits} ({:.2} per traced request incl. warm-up)",
+        hits as f64 / (ROUNDS * (REQUESTS + 200)) as f64
+    );
+    Ok(())
+}
