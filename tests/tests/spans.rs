@@ -159,6 +159,12 @@ fn two_servers_traced(protocol: &str) {
     assert_eq!(errors[0].status_code, "STATUS_CODE_ERROR");
     assert_eq!(errors[0].attributes["http.request.method"], "POST");
 
+    let services = jaeger.services().unwrap();
+    assert!(
+        services.contains(&front) && services.contains(&back),
+        "services: {services:?}"
+    );
+
     // backend: its server spans are separate traces (no cross-process propagation yet).
     let back_traces = jaeger.wait_for_traces(&back, 8, WAIT).unwrap();
     let served: usize = back_traces.iter().map(|t| t.spans.len()).sum();

@@ -19,9 +19,17 @@ pub struct Options {
     /// Only check; install nothing.
     #[arg(long)]
     pub check: bool,
+    /// Exercise the Debian fallback for rust-src alone: unpack Debian's matching rust-src
+    /// library into DIR instead of the sysroot (to verify the fallback on a machine where
+    /// rustup works).
+    #[arg(long, value_name = "DIR")]
+    pub debian_rust_src_into: Option<PathBuf>,
 }
 
 pub fn main(opts: &Options) -> Result<()> {
+    if let Some(dir) = &opts.debian_rust_src_into {
+        return rust_src_from_debian(&dir.join("library"));
+    }
     let sysroot = PathBuf::from(output(Command::new("rustc").args(["--print", "sysroot"]))?);
     rust_src(&sysroot, opts.check)?;
     bpf_linker(&sysroot, opts.check)?;
@@ -57,8 +65,15 @@ fn rust_src(sysroot: &Path, check: bool) -> Result<()> {
         return Ok(());
     }
     step("rust-src: rustup failed, falling back to Debian's matching rust-src package");
+    rust_src_from_debian(&lib)
+}
+
+/// Unpacks the `library` folder of Debian's rust-src package matching the installed rustc
+/// into `lib`, with a private apt state (the system's apt configuration is left alone).
+fn rust_src_from_debian(lib: &Path) -> Result<()> {
     let version = rustc_version()?;
     let work = env::temp_dir().join("kraken-tracer-apt");
+    let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(work.join("lists/partial"))?;
     fs::create_dir_all(work.join("cache/archives/partial"))?;
     fs::write(
@@ -112,7 +127,7 @@ fn rust_src(sysroot: &Path, check: bool) -> Result<()> {
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack))?;
     let src = unpack.join(format!("usr/src/rustc-{version}/library"));
     fs::create_dir_all(lib.parent().context("sysroot path")?)?;
-    run(Command::new("cp").arg("-a").arg(&src).arg(&lib))?;
+    run(Command::new("cp").arg("-a").arg(&src).arg(lib))?;
     step(&format!("rust-src: installed from Debian {deb_version}"));
     Ok(())
 }
