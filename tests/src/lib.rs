@@ -301,6 +301,22 @@ impl TracerProcess {
         Ok((status, self.log_text()))
     }
 
+    /// CPU time (user + system) the tracer process has used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("bad /proc stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
+            + f.get(12).context("stime")?.parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+        Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+    }
+
     /// What the tracer printed on stdout so far.
     pub fn stdout_text(&self) -> String {
         self.out.lock().map(|l| l.clone()).unwrap_or_default()
