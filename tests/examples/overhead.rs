@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use tracer_it::{Fixture, TracerProcess, fixture};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 12;
 const REQUESTS: usize = 4000;
 
 /// One keep-alive request; returns its latency in ns.
@@ -63,13 +63,19 @@ fn main() -> Result<()> {
     let addr = fx.addr().to_string();
     let mut off = Vec::new();
     let mut on = Vec::new();
+    // Per round: (p50 without, p50 with), to pair each traced round with its neighbour.
+    let mut pairs = Vec::new();
     let mut hits = 0;
     let mut tracer_cpu = std::time::Duration::ZERO;
     for _ in 0..ROUNDS {
-        off.extend(round(&addr)?);
+        let mut o = round(&addr)?;
+        let po = pct(&mut o, 0.5);
+        off.extend(o);
         let tracer = TracerProcess::start(&[fx.pid], &["--sample-ratio", "1", "--no-export"])?;
         let cpu_before = tracer.cpu_time()?;
-        on.extend(round(&addr)?);
+        let mut w = round(&addr)?;
+        pairs.push((po, pct(&mut w, 0.5)));
+        on.extend(w);
         tracer_cpu += tracer.cpu_time()?.saturating_sub(cpu_before);
         let (_, log) = tracer.stop()?;
         hits += log
@@ -102,6 +108,17 @@ fn main() -> Result<()> {
         "| mean latency (µs) | {m_off:.1} | {m_on:.1} | {:.1} | {:.3} |",
         m_on - m_off,
         m_on / m_off
+    );
+    let mut diffs: Vec<f64> = pairs.iter().map(|(o, w)| w - o).collect();
+    diffs.sort_by(f64::total_cmp);
+    let mut ratios: Vec<f64> = pairs.iter().map(|(o, w)| w / o).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "| per-round p50, median of {ROUNDS} paired rounds | | | {:.1} (range {:.1} … {:.1}) | {:.3} |",
+        diffs[diffs.len() / 2],
+        diffs[0],
+        diffs[diffs.len() - 1],
+        ratios[ratios.len() / 2]
     );
     println!();
     println!(
