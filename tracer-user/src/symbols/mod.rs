@@ -135,18 +135,8 @@ pub(crate) struct Image<'a> {
 impl<'a> Image<'a> {
     /// `len` bytes at virtual address `vaddr`, if they are all file-backed in one segment.
     pub fn read(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
-        let seg = self
-            .segments
-            .iter()
-            .find(|s| s.file_offset(vaddr).is_some())?;
-        let off = seg.file_offset(vaddr)?;
-        let seg_end = seg.offset.checked_add(seg.filesz)?;
-        let end = off.checked_add(len)?;
-        if end > seg_end {
-            return None;
-        }
-        self.bytes
-            .get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
+        self.read_up_to(vaddr, len)
+            .filter(|b| u64::try_from(b.len()).ok() == Some(len))
     }
 
     /// Up to `max` bytes at `vaddr` (fewer at the end of the segment).
