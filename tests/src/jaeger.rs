@@ -15,7 +15,6 @@ use std::{
     collections::BTreeMap,
     env, fs,
     fs::File,
-    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -25,6 +24,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+pub use crate::http::dechunk;
 use serde_json::Value;
 
 use crate::workspace;
@@ -41,21 +42,9 @@ pub fn version() -> &'static str {
     VERSION.trim()
 }
 
-/// The Jaeger binary: `$KRAKEN_TRACER_JAEGER_BIN`, else where `cargo xtask setup` installs it,
-/// `<cache>/kraken-tracer/bin/jaeger-<version>` (`<cache>` is `$XDG_CACHE_HOME` or `~/.cache`).
+/// The Jaeger binary `cargo xtask setup` installed (`KRAKEN_TRACER_JAEGER_BIN` overrides).
 pub fn bin() -> PathBuf {
-    if let Some(p) = env::var_os("KRAKEN_TRACER_JAEGER_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let cache = env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map_or_else(
-            || PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cache"),
-            PathBuf::from,
-        );
-    cache
-        .join("kraken-tracer/bin")
-        .join(format!("jaeger-{}", version()))
+    crate::cache::jaeger_bin(version())
 }
 
 /// The Jaeger configuration the tests use (ports come from the environment).
@@ -221,7 +210,7 @@ impl Jaeger {
         let target = format!(
             "/api/v3/traces?query.service_name={}&query.start_time_min={}&query.start_time_max={}\
              &query.num_traces={SEARCH_DEPTH}&query.raw_traces=true",
-            url_encode(service),
+            crate::http::percent_encode(service),
             rfc3339(since),
             rfc3339(max)
         );
@@ -230,7 +219,10 @@ impl Jaeger {
 
     /// One trace by its hex id, or None when Jaeger does not have it.
     pub fn trace(&self, trace_id: &str) -> Result<Option<Trace>> {
-        let target = format!("/api/v3/traces/{}?raw_traces=true", url_encode(trace_id));
+        let target = format!(
+            "/api/v3/traces/{}?raw_traces=true",
+            crate::http::percent_encode(trace_id)
+        );
         Ok(self.get_traces(&target)?.into_iter().next())
     }
 
@@ -537,90 +529,27 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns the status and the (de-chunked) body.
+/// One request to Jaeger: the status and the (de-chunked) body.
 fn http(
     addr: SocketAddr,
     method: &str,
     target: &str,
     body: Option<(&str, &[u8])>,
 ) -> Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
     let (content_type, payload) = body.unwrap_or(("", &[]));
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\
-         Content-Length: {}\r\n",
-        payload.len()
-    );
+    let mut headers = vec![("Accept", "application/json")];
     if !content_type.is_empty() {
-        req.push_str(&format!("Content-Type: {content_type}\r\n"));
+        headers.push(("Content-Type", content_type));
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(payload)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("{method} http://{addr}{target}: reading the response"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{method} http://{addr}{target}: truncated response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let body = &raw[split + 4..];
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad HTTP status line in {head:?}"))?;
-    let chunked = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((code, body))
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-pub fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("bad chunked encoding")?;
-        let size_text = String::from_utf8_lossy(&body[..eol]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if body.len() < size {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&body[..size]);
-        body = body.get(size + 2..).unwrap_or_default();
-    }
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let r = crate::http::request(
+        addr,
+        method,
+        target,
+        &headers,
+        payload,
+        Duration::from_secs(30),
+    )?;
+    Ok((r.status, r.body))
 }
 
 /// `2026-11-24T14:20:48.123456789Z`.

@@ -2,8 +2,8 @@
 //! HTTP client, and waiting on conditions with deadlines (never fixed sleeps).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, OnceLock},
@@ -14,7 +14,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use kraken_tracer::{events::Event, reader::EventReader, tracer::Tracer};
 
+#[path = "../../xtask/src/cache.rs"]
+mod cache;
+pub mod http;
 pub mod jaeger;
+pub mod kraken;
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -115,21 +119,7 @@ impl Drop for Fixture {
 
 /// One HTTP/1.1 request on a fresh connection; returns the status code.
 pub fn request(addr: SocketAddr, method: &str, target: &str) -> Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let head = String::from_utf8_lossy(&buf[..buf.len().min(64)]).into_owned();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad response {head:?}"))?;
-    Ok(code)
+    http::request(addr, method, target, &[], &[], Duration::from_secs(10)).map(|r| r.status)
 }
 
 /// Polls `cond` until it holds or `timeout` passes.

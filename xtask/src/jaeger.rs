@@ -4,7 +4,7 @@
 //! or `~/.cache`), where `tests/src/jaeger.rs` looks for it; it survives `cargo clean`.
 
 use std::{
-    env, fs,
+    fs,
     path::{Path, PathBuf},
     process::Command,
     time::Instant,
@@ -23,17 +23,9 @@ pub fn version() -> &'static str {
     VERSION.trim()
 }
 
-/// `<cache>/kraken-tracer/bin/jaeger-<version>`; the same convention as tests/src/jaeger.rs.
+/// Where the pinned Jaeger is installed (see `cache`).
 pub fn bin_path() -> PathBuf {
-    let cache = env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map_or_else(
-            || PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cache"),
-            PathBuf::from,
-        );
-    cache
-        .join("kraken-tracer/bin")
-        .join(format!("jaeger-{}", version()))
+    crate::cache::jaeger_bin(version())
 }
 
 /// Builds the pinned Jaeger v2 unless a binary reporting that version is already installed.

@@ -1,8 +1,10 @@
 //! Developer commands: `cargo xtask <setup|fixtures|test|demo>`.
 
+mod cache;
 mod demo;
 mod fixtures;
 mod jaeger;
+mod kraken;
 mod setup;
 mod test;
 mod util;

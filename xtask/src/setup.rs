@@ -36,6 +36,7 @@ pub fn main(opts: &Options) -> Result<()> {
     tracefs(opts.check)?;
     go()?;
     crate::jaeger::install(opts.check)?;
+    crate::kraken::install(opts.check)?;
     crate::fixtures::apt_packages(opts.check)?;
     step("setup complete");
     Ok(())
