@@ -245,7 +245,11 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe) {
             attributes.push(("server.port", port.into()));
         }
     }
-    if let Some((addr, port)) = split_host_port(&e.remote_addr.text) {
+    // Behind a proxy on a unix socket (nginx in front of Kraken) Go reports the peer as "@":
+    // there is no client address to give, only the transport.
+    if e.remote_addr.text == "@" || e.remote_addr.text.starts_with('/') {
+        attributes.push(("network.transport", "unix".into()));
+    } else if let Some((addr, port)) = split_host_port(&e.remote_addr.text) {
         attributes.push(("client.address", addr.into()));
         if let Some(port) = port {
             attributes.push(("client.port", port.into()));
@@ -709,6 +713,21 @@ mod tests {
         }
         run(&mut c, &[other]);
         assert_eq!(c.stats().unknown_process, 1);
+    }
+
+    #[test]
+    fn unix_socket_peers_have_no_client_address() {
+        let mut c = correlator(1.0, Limits::default());
+        let mut ev = serve(5, 100, "/health");
+        if let Event::HttpServe(s) = &mut ev {
+            s.remote_addr = cap("@");
+        }
+        let spans = run(&mut c, &[ev, serve_end(5, 150, 200, "")]);
+        assert_eq!(spans[0].attr("client.address"), None);
+        assert_eq!(
+            spans[0].attr("network.transport"),
+            Some(&AttrValue::Str("unix".into()))
+        );
     }
 
     #[test]

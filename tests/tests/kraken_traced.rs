@@ -1,0 +1,123 @@
+//! The tracer on a real Kraken cluster (v0.1.29 built from the Go module proxy, nginx in front):
+//! a blob download through the agent, traced with the generic Go net/http probes and read back
+//! from a real Jaeger. (The seed's Kraken-specific spans are a later layer on top of these.)
+
+use std::time::Duration;
+
+use tracer_it::{
+    TracerProcess,
+    jaeger::{Jaeger, Span, Trace},
+    kraken::{self, Cluster, Component},
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn find<'a>(traces: &'a [Trace], pred: impl Fn(&Span) -> bool) -> Vec<(&'a Trace, &'a Span)> {
+    traces
+        .iter()
+        .flat_map(|t| t.spans.iter().map(move |s| (t, s)))
+        .filter(|(_, s)| pred(s))
+        .collect()
+}
+
+#[test]
+fn kraken_blob_download_is_traced() {
+    let cluster = Cluster::start().expect("start the Kraken cluster");
+    let jaeger = Jaeger::start().expect("start Jaeger");
+    let traced = [Component::Agent, Component::Origin, Component::Tracker];
+    let pids: Vec<u32> = traced.iter().map(|c| cluster.pid(*c)).collect();
+    let mut args: Vec<String> = ["--sample-ratio", "1", "--otlp-endpoint", &jaeger.otlp_grpc]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    for c in traced {
+        args.push("--service-name-for".into());
+        args.push(format!("{}=kraken-{}", cluster.pid(c), c.name()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tracer = TracerProcess::start(&pids, &args).expect("attach to Kraken");
+
+    let blob = kraken::random_bytes(1 << 20).unwrap();
+    let digest = cluster.upload_to_testfs(&blob).unwrap();
+    assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
+    let (status, log) = tracer.stop().unwrap();
+    assert!(status.success(), "{log}");
+    cluster.check_alive().expect("Kraken survived being traced");
+
+    // Agent: the download is one SERVER span with its tracker metainfo calls as children.
+    let agent = jaeger.wait_for_traces("kraken-agent", 2, WAIT).unwrap();
+    let blob_path = format!("/namespace/testfs/blobs/sha256:{digest}");
+    let downloads = find(&agent, |s| {
+        s.kind == "SPAN_KIND_SERVER" && s.attributes.get("url.path") == Some(&blob_path)
+    });
+    assert_eq!(downloads.len(), 1, "one download span");
+    let (trace, download) = downloads[0];
+    assert_eq!(download.attributes["http.response.status_code"], "200");
+    assert_eq!(
+        download.attributes["client.address"], "127.0.0.1",
+        "the agent API is plain TCP"
+    );
+    let metainfo: Vec<&Span> = trace
+        .spans
+        .iter()
+        .filter(|s| s.parent_span_id.as_deref() == Some(download.span_id.as_str()))
+        .collect();
+    assert!(
+        !metainfo.is_empty(),
+        "no client calls under the download: {trace:?}"
+    );
+    for m in &metainfo {
+        assert_eq!(m.kind, "SPAN_KIND_CLIENT");
+        assert!(
+            m.attributes["url.full"].ends_with(&format!("{blob_path}/metainfo")),
+            "{m:?}"
+        );
+        assert!(
+            m.start_unix_nano >= download.start_unix_nano
+                && m.end_unix_nano <= download.end_unix_nano
+        );
+    }
+    assert_eq!(
+        metainfo.last().unwrap().attributes["http.response.status_code"],
+        "200"
+    );
+
+    // Tracker: announces served; behind nginx the peer is a unix socket.
+    let tracker = jaeger.wait_for_traces("kraken-tracker", 1, WAIT).unwrap();
+    let announces = find(&tracker, |s| {
+        s.kind == "SPAN_KIND_SERVER"
+            && s.attributes
+                .get("url.path")
+                .is_some_and(|p| p.starts_with("/announce/"))
+    });
+    assert!(!announces.is_empty(), "no announce served");
+    for (_, a) in &announces {
+        assert_eq!(a.attributes["http.request.method"], "POST");
+        assert_eq!(
+            a.attributes.get("network.transport").map(String::as_str),
+            Some("unix")
+        );
+        assert!(!a.attributes.contains_key("client.address"));
+    }
+
+    // Origin: the metainfo request made it ask testfs (a HEAD child span).
+    let origin = jaeger.wait_for_traces("kraken-origin", 2, WAIT).unwrap();
+    let heads = find(&origin, |s| {
+        s.kind == "SPAN_KIND_CLIENT"
+            && s.attributes.get("http.request.method").map(String::as_str) == Some("HEAD")
+            && s.attributes
+                .get("url.full")
+                .is_some_and(|u| u.ends_with(&format!("/files/blobs/{digest}")))
+    });
+    assert!(!heads.is_empty(), "no backend stat call");
+    let (t, head) = heads[0];
+    let parent = t
+        .spans
+        .iter()
+        .find(|s| Some(s.span_id.as_str()) == head.parent_span_id.as_deref())
+        .expect("parent");
+    assert!(
+        parent.attributes["url.path"].ends_with(&format!("sha256:{digest}/metainfo")),
+        "{parent:?}"
+    );
+}
