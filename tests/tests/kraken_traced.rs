@@ -12,7 +12,7 @@ use tracer_it::{
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn find<'a>(traces: &'a [Trace], pred: impl Fn(&Span) -> bool) -> Vec<(&'a Trace, &'a Span)> {
+fn find(traces: &[Trace], pred: impl Fn(&Span) -> bool) -> Vec<(&Trace, &Span)> {
     traces
         .iter()
         .flat_map(|t| t.spans.iter().map(move |s| (t, s)))
