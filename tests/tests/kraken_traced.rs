@@ -53,6 +53,16 @@ fn kraken_blob_download_is_traced() {
     assert_eq!(downloads.len(), 1, "one download span");
     let (trace, download) = downloads[0];
     assert_eq!(download.attributes["http.response.status_code"], "200");
+    assert_eq!(download.name, "agent.download_blob");
+    assert_eq!(
+        download.attributes["http.route"],
+        "/namespace/{namespace}/blobs/{digest}"
+    );
+    assert_eq!(download.attributes["kraken.namespace"], "testfs");
+    assert_eq!(
+        download.attributes["kraken.digest"],
+        format!("sha256:{digest}")
+    );
     assert_eq!(
         download.attributes["client.address"], "127.0.0.1",
         "the agent API is plain TCP"
@@ -92,12 +102,29 @@ fn kraken_blob_download_is_traced() {
     });
     assert!(!announces.is_empty(), "no announce served");
     for (_, a) in &announces {
+        assert_eq!(a.name, "tracker.announce");
+        assert_eq!(a.attributes["http.route"], "/announce/{infohash}");
+        assert_eq!(a.attributes["kraken.info_hash"].len(), 40);
         assert_eq!(a.attributes["http.request.method"], "POST");
         assert_eq!(
             a.attributes.get("network.transport").map(String::as_str),
             Some("unix")
         );
         assert!(!a.attributes.contains_key("client.address"));
+    }
+
+    // The agent's announces (on a scheduler goroutine: their own traces until identity linking).
+    let announce_requests = find(&agent, |s| s.name == "announce.request");
+    assert!(!announce_requests.is_empty(), "no announce.request");
+    assert!(announce_requests.iter().all(
+        |(_, s)| s.kind == "SPAN_KIND_CLIENT" && s.attributes.contains_key("kraken.info_hash")
+    ));
+    // No raw digest in any span name (cardinality).
+    for t in agent.iter().chain(&tracker) {
+        assert!(
+            t.spans.iter().all(|s| !s.name.contains(&digest)),
+            "digest in a span name"
+        );
     }
 
     // Origin: the metainfo request made it ask testfs (a HEAD child span).

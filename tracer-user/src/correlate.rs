@@ -71,8 +71,17 @@ struct Open {
     attributes: Vec<(&'static str, AttrValue)>,
 }
 
+/// Which semantic layer a process's spans get on top of the generic HTTP one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Generic,
+    /// Kraken route names and identity attributes (see `kraken`).
+    Kraken,
+}
+
 struct Process {
     resource: Arc<ProcessResource>,
+    profile: Profile,
     servers: HashMap<u64, Open>,
     clients: HashMap<u64, Open>,
     /// goid → parent goid, learned from client events.
@@ -112,11 +121,12 @@ impl Correlator {
             .sum()
     }
 
-    pub fn register(&mut self, pid: u32, resource: Arc<ProcessResource>) {
+    pub fn register(&mut self, pid: u32, resource: Arc<ProcessResource>, profile: Profile) {
         self.processes.insert(
             pid,
             Process {
                 resource,
+                profile,
                 servers: HashMap::new(),
                 clients: HashMap::new(),
                 parents: HashMap::new(),
@@ -217,7 +227,7 @@ impl Cx<'_> {
         kind: SpanKind,
     ) -> SpanRecord {
         self.stats.spans += 1;
-        SpanRecord {
+        let mut rec = SpanRecord {
             trace_id: o.ctx.trace_id,
             span_id: o.ctx.span_id,
             parent_span_id: o.parent,
@@ -229,7 +239,11 @@ impl Cx<'_> {
             attributes: o.attributes,
             status,
             resource: Arc::clone(&p.resource),
+        };
+        if p.profile == Profile::Kraken {
+            crate::kraken::enrich(&mut rec);
         }
+        rec
     }
 }
 
@@ -555,6 +569,7 @@ mod tests {
                 executable_path: "/x".into(),
                 runtime_version: None,
             }),
+            Profile::Generic,
         );
         c
     }
@@ -728,6 +743,19 @@ mod tests {
             spans[0].attr("network.transport"),
             Some(&AttrValue::Str("unix".into()))
         );
+    }
+
+    #[test]
+    fn kraken_profile_applies_only_to_kraken_processes() {
+        let path = "/namespace/testfs/blobs/sha256:ab";
+        let mut generic = correlator(1.0, Limits::default());
+        let spans = run(&mut generic, &[serve(5, 1, path), serve_end(5, 2, 200, "")]);
+        assert_eq!(spans[0].name, "GET");
+        let mut kraken = correlator(1.0, Limits::default());
+        let res = Arc::clone(&kraken.processes[&10].resource);
+        kraken.register(10, res, Profile::Kraken);
+        let spans = run(&mut kraken, &[serve(5, 1, path), serve_end(5, 2, 200, "")]);
+        assert_eq!(spans[0].name, "agent.download_blob");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod events;
 pub mod export;
 pub mod features;
 pub mod inspect;
+pub mod kraken;
 pub mod offsets;
 pub mod pipeline;
 pub mod reader;

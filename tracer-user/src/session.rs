@@ -12,7 +12,7 @@ use tokio::{
 use crate::{
     clock::Clock,
     config::AttachArgs,
-    correlate::{Correlator, Limits},
+    correlate::{Correlator, Limits, Profile},
     export,
     features::Features,
     pipeline::Pipeline,
@@ -91,6 +91,13 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     for target in targets {
         let pid = target.pid;
         let resource = Arc::new(resource_for(&target, &args));
+        let profile = match target.kraken_version() {
+            Some(v) => {
+                log::info!("pid {pid}: Kraken {v}: Kraken route names and attributes on");
+                Profile::Kraken
+            }
+            None => Profile::Generic,
+        };
         let a = tracer.attach(target)?;
         log::info!(
             "attached pid {pid} as service {:?} ({}, {}, offsets from {:?})",
@@ -102,7 +109,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         for p in &a.probes {
             log::info!("pid {pid}: {p}");
         }
-        correlator.register(pid, resource);
+        correlator.register(pid, resource, profile);
     }
 
     let exporter = if args.no_export {

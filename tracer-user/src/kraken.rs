@@ -1,0 +1,341 @@
+//! The Kraken profile, first layer: Kraken's HTTP routes as templates. It turns the generic
+//! HTTP spans of Kraken processes into what an SRE searches for: the design review's span
+//! names (`agent.download_blob`, `tracker.announce`, `announce.request`), `http.route` as a
+//! template (never a raw digest: cardinality), and `kraken.namespace` (unescaped),
+//! `kraken.digest` (`sha256:<hex>`), `kraken.info_hash`, `kraken.upload_id`.
+//!
+//! Pure and table-driven: one row per route (kraken.md, Kraken v0.1.29's routers).
+
+use crate::span::{AttrValue, SpanKind, SpanRecord};
+
+/// One Kraken route: method ("" = any), path template, and the seed's span names for the
+/// server side and the client side of it (None = keep "METHOD /template").
+struct Route {
+    method: &'static str,
+    template: &'static str,
+    server_name: Option<&'static str>,
+    client_name: Option<&'static str>,
+}
+
+const fn r(method: &'static str, template: &'static str) -> Route {
+    Route {
+        method,
+        template,
+        server_name: None,
+        client_name: None,
+    }
+}
+
+const ROUTES: &[Route] = &[
+    // agent API and origin: blob download (the agent's is the seed's entry span).
+    Route {
+        server_name: Some("agent.download_blob"),
+        ..r("GET", "/namespace/{namespace}/blobs/{digest}")
+    },
+    r("GET", "/namespace/{namespace}/blobs/{digest}/metainfo"),
+    r(
+        "GET",
+        "/internal/namespace/{namespace}/blobs/{digest}/metainfo",
+    ),
+    r("HEAD", "/internal/namespace/{namespace}/blobs/{digest}"),
+    r("POST", "/namespace/{namespace}/blobs/{digest}/uploads"),
+    r(
+        "PATCH",
+        "/namespace/{namespace}/blobs/{digest}/uploads/{uid}",
+    ),
+    r("PUT", "/namespace/{namespace}/blobs/{digest}/uploads/{uid}"),
+    r(
+        "POST",
+        "/namespace/{namespace}/blobs/{digest}/remote/{remote}",
+    ),
+    r("POST", "/namespace/{namespace}/blobs/{digest}/prefetch"),
+    r(
+        "PUT",
+        "/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}",
+    ),
+    r("POST", "/internal/blobs/{digest}/uploads"),
+    r("PATCH", "/internal/blobs/{digest}/uploads/{uid}"),
+    r("PUT", "/internal/blobs/{digest}/uploads/{uid}"),
+    r("GET", "/blobs/{digest}/locations"),
+    r("DELETE", "/blobs/{digest}"),
+    // tracker
+    Route {
+        server_name: Some("tracker.announce"),
+        client_name: Some("announce.request"),
+        ..r("POST", "/announce/{infohash}")
+    },
+    // agent tags, build-index tags
+    r("GET", "/tags/{tag}"),
+    r("HEAD", "/tags/{tag}"),
+    r("PUT", "/tags/{tag}/digest/{digest}"),
+    r("POST", "/remotes/tags/{tag}"),
+    r("GET", "/preload/tags/{tag}"),
+    // testfs backend
+    r("", "/files/blobs/{hex}"),
+    r("", "/files/{path}"),
+    r("GET", "/list/{path}"),
+];
+
+/// A matched route: the template and the values of its parameters (raw, as in the path).
+struct Match<'p> {
+    route: &'static Route,
+    params: Vec<(&'static str, &'p str)>,
+}
+
+/// Matches a raw path (no query) against the table; `{path}` takes the rest of the path.
+fn match_route<'p>(method: &str, path: &'p str) -> Option<Match<'p>> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    ROUTES.iter().find_map(|route| {
+        if !route.method.is_empty() && route.method != method {
+            return None;
+        }
+        let tmpl: Vec<&str> = route.template.trim_start_matches('/').split('/').collect();
+        let mut params = Vec::new();
+        let mut i = 0;
+        for (k, t) in tmpl.iter().enumerate() {
+            if *t == "{path}" && k == tmpl.len() - 1 {
+                let rest = segs.get(i..)?.join("/");
+                // A borrowed slice of the original path for the rest.
+                let start = path.len() - rest.len();
+                params.push(("path", path.get(start..)?));
+                return Some(Match { route, params });
+            }
+            let s = segs.get(i)?;
+            if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                if s.is_empty() {
+                    return None;
+                }
+                params.push((name, *s));
+            } else if t != s {
+                return None;
+            }
+            i += 1;
+        }
+        (i == segs.len()).then_some(Match { route, params })
+    })
+}
+
+/// Percent-decoding (namespaces are PathEscaped: `library%2Fubuntu` → `library/ubuntu`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `sha256:<hex>` whether the path carried `sha256:<hex>`, `sha256%3A<hex>` or a bare hex.
+fn digest(raw: &str) -> String {
+    let d = unescape(raw);
+    if d.contains(':') {
+        d
+    } else {
+        format!("sha256:{d}")
+    }
+}
+
+fn path_of_url(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+}
+
+/// Adds the Kraken names and attributes to a span of a Kraken process, if its path is a
+/// Kraken route. Other spans are left as they are.
+pub fn enrich(span: &mut SpanRecord) {
+    let method = match span.attr("http.request.method") {
+        Some(AttrValue::Str(m)) => m.clone(),
+        _ => return,
+    };
+    let path = match (span.kind, span.attr("url.path"), span.attr("url.full")) {
+        (SpanKind::Server, Some(AttrValue::Str(p)), _) => p.clone(),
+        (SpanKind::Client, _, Some(AttrValue::Str(u))) => path_of_url(u).to_owned(),
+        _ => return,
+    };
+    let Some(m) = match_route(&method, &path) else {
+        return;
+    };
+    if span.attr("http.route").is_none() {
+        span.attributes
+            .push(("http.route", m.route.template.into()));
+    }
+    let seed = match span.kind {
+        SpanKind::Server => m.route.server_name,
+        SpanKind::Client => m.route.client_name,
+        SpanKind::Internal => None,
+    };
+    span.name = seed.map_or_else(|| format!("{method} {}", m.route.template), str::to_owned);
+    for (name, value) in m.params {
+        match name {
+            "namespace" => span
+                .attributes
+                .push(("kraken.namespace", unescape(value).into())),
+            "digest" => span
+                .attributes
+                .push(("kraken.digest", digest(value).into())),
+            "hex" => span
+                .attributes
+                .push(("kraken.digest", digest(value).into())),
+            "infohash" => span
+                .attributes
+                .push(("kraken.info_hash", value.to_owned().into())),
+            "uid" => span
+                .attributes
+                .push(("kraken.upload_id", value.to_owned().into())),
+            "tag" => span.attributes.push(("kraken.tag", unescape(value).into())),
+            "remote" => span
+                .attributes
+                .push(("kraken.remote", unescape(value).into())),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::UNIX_EPOCH};
+
+    use super::*;
+    use crate::span::{ProcessResource, SpanStatus};
+
+    fn span(kind: SpanKind, method: &str, key: &'static str, value: &str) -> SpanRecord {
+        SpanRecord {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            sampled: true,
+            name: method.into(),
+            kind,
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH,
+            attributes: vec![("http.request.method", method.into()), (key, value.into())],
+            status: SpanStatus::Unset,
+            resource: Arc::new(ProcessResource {
+                service_name: "agent".into(),
+                pid: 1,
+                host_name: "h".into(),
+                executable_path: "/agent".into(),
+                runtime_version: None,
+            }),
+        }
+    }
+
+    const HEX: &str = "a63bfacddf32883af4c2af71615606bc122b25747d17e4eb67019f18cb5e33dc";
+
+    #[test]
+    fn agent_download_gets_the_seed_name_template_and_identity() {
+        let mut s = span(
+            SpanKind::Server,
+            "GET",
+            "url.path",
+            &format!("/namespace/library%2Fubuntu/blobs/sha256:{HEX}"),
+        );
+        enrich(&mut s);
+        assert_eq!(s.name, "agent.download_blob");
+        assert_eq!(
+            s.attr("http.route"),
+            Some(&AttrValue::Str(
+                "/namespace/{namespace}/blobs/{digest}".into()
+            ))
+        );
+        assert_eq!(
+            s.attr("kraken.namespace"),
+            Some(&AttrValue::Str("library/ubuntu".into()))
+        );
+        assert_eq!(
+            s.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{HEX}")))
+        );
+        assert!(!s.name.contains(HEX), "no digest in span names");
+    }
+
+    #[test]
+    fn announce_client_and_server() {
+        let url = "http://localhost:15003/announce/42b301ff477cff1bce1bc1ad8b9fa3e419fab348";
+        let mut c = span(SpanKind::Client, "POST", "url.full", url);
+        enrich(&mut c);
+        assert_eq!(c.name, "announce.request");
+        assert_eq!(
+            c.attr("kraken.info_hash"),
+            Some(&AttrValue::Str(
+                "42b301ff477cff1bce1bc1ad8b9fa3e419fab348".into()
+            ))
+        );
+        let mut s = span(SpanKind::Server, "POST", "url.path", path_of_url(url));
+        enrich(&mut s);
+        assert_eq!(s.name, "tracker.announce");
+    }
+
+    #[test]
+    fn other_routes_get_method_and_template_names() {
+        let mut s = span(
+            SpanKind::Server,
+            "GET",
+            "url.path",
+            &format!("/namespace/testfs/blobs/sha256:{HEX}/metainfo"),
+        );
+        enrich(&mut s);
+        assert_eq!(s.name, "GET /namespace/{namespace}/blobs/{digest}/metainfo");
+        let mut c = span(
+            SpanKind::Client,
+            "HEAD",
+            "url.full",
+            &format!("http://localhost:14000/files/blobs/{HEX}"),
+        );
+        enrich(&mut c);
+        assert_eq!(c.name, "HEAD /files/blobs/{hex}");
+        assert_eq!(
+            c.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{HEX}")))
+        );
+        let mut u = span(
+            SpanKind::Server,
+            "PATCH",
+            "url.path",
+            &format!("/namespace/ns/blobs/sha256:{HEX}/uploads/u-1"),
+        );
+        enrich(&mut u);
+        assert_eq!(
+            u.attr("kraken.upload_id"),
+            Some(&AttrValue::Str("u-1".into()))
+        );
+    }
+
+    #[test]
+    fn non_kraken_paths_and_wrong_methods_are_untouched() {
+        for (method, path) in [
+            ("GET", "/hello"),
+            ("POST", "/namespace/x/blobs/y"),
+            ("GET", "/namespace//blobs/y"),
+            ("GET", "/"),
+        ] {
+            let mut s = span(SpanKind::Server, method, "url.path", path);
+            let before = s.clone();
+            enrich(&mut s);
+            assert_eq!(s, before, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn unescape_and_digest() {
+        assert_eq!(unescape("library%2Fubuntu"), "library/ubuntu");
+        assert_eq!(unescape("bad%zz%2"), "bad%zz%2");
+        assert_eq!(digest("sha256%3Aab"), "sha256:ab");
+        assert_eq!(digest("ab"), "sha256:ab");
+    }
+}
