@@ -26,10 +26,16 @@ fn kraken_blob_download_is_traced() {
     let jaeger = Jaeger::start().expect("start Jaeger");
     let traced = [Component::Agent, Component::Origin, Component::Tracker];
     let pids: Vec<u32> = traced.iter().map(|c| cluster.pid(*c)).collect();
-    let mut args: Vec<String> = ["--sample-ratio", "1", "--otlp-endpoint", &jaeger.otlp_grpc]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut args: Vec<String> = [
+        "--sample-ratio",
+        "1",
+        "--stdout",
+        "--otlp-endpoint",
+        &jaeger.otlp_grpc,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     for c in traced {
         args.push("--service-name-for".into());
         args.push(format!("{}=kraken-{}", cluster.pid(c), c.name()));
@@ -40,8 +46,16 @@ fn kraken_blob_download_is_traced() {
     let blob = kraken::random_bytes(1 << 20).unwrap();
     let digest = cluster.upload_to_testfs(&blob).unwrap();
     assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
+    assert!(
+        tracer_it::wait_until(WAIT, || tracer
+            .stdout_text()
+            .contains("agent.download_blob")),
+        "the download's trace was not printed"
+    );
+    let trees = tracer.stdout_text();
     let (status, log) = tracer.stop().unwrap();
     assert!(status.success(), "{log}");
+    eprintln!("{trees}");
     cluster.check_alive().expect("Kraken survived being traced");
 
     // Agent: the download is one SERVER span with its tracker metainfo calls as children.
@@ -90,6 +104,68 @@ fn kraken_blob_download_is_traced() {
     assert_eq!(
         metainfo.last().unwrap().attributes["http.response.status_code"],
         "200"
+    );
+
+    // One node, one tracer: the processes it traces are linked by request (method + path as
+    // sent, through nginx), so the download is ONE trace: agent → tracker → origin → testfs.
+    let services: std::collections::BTreeSet<&str> = trace
+        .spans
+        .iter()
+        .map(|s| s.service_name.as_str())
+        .collect();
+    assert_eq!(
+        services,
+        ["kraken-agent", "kraken-origin", "kraken-tracker"]
+            .into_iter()
+            .collect(),
+        "{trace:?}"
+    );
+    let by_id: std::collections::BTreeMap<&str, &Span> = trace
+        .spans
+        .iter()
+        .map(|s| (s.span_id.as_str(), s))
+        .collect();
+    // Each metainfo call that reached the tracker has the tracker's server span as its child
+    // (nginx in front of the tracker answers some repeats from its cache: those have none).
+    let mut reached = 0;
+    for m in &metainfo {
+        let Some(served) = trace
+            .spans
+            .iter()
+            .find(|s| s.parent_span_id.as_deref() == Some(m.span_id.as_str()))
+        else {
+            continue;
+        };
+        reached += 1;
+        assert_eq!(served.service_name, "kraken-tracker");
+        assert_eq!(served.kind, "SPAN_KIND_SERVER");
+        assert_eq!(
+            served.attributes["http.response.status_code"],
+            m.attributes["http.response.status_code"]
+        );
+        assert!(
+            served.start_unix_nano >= m.start_unix_nano && served.end_unix_nano <= m.end_unix_nano
+        );
+    }
+    assert!(
+        reached >= 1,
+        "no metainfo call linked to the tracker: {trace:?}"
+    );
+    let backend_stat = trace
+        .spans
+        .iter()
+        .find(|s| s.attributes.get("http.request.method").map(String::as_str) == Some("HEAD"))
+        .expect("the origin's backend stat is in the download's trace");
+    // HEAD testfs ← origin metainfo (server) ← tracker → origin (client) ← tracker metainfo ← …
+    let mut chain = vec![backend_stat.service_name.as_str()];
+    let mut at = backend_stat;
+    while let Some(parent) = at.parent_span_id.as_deref().and_then(|p| by_id.get(p)) {
+        chain.push(parent.service_name.as_str());
+        at = parent;
+    }
+    assert_eq!(
+        at.span_id, download.span_id,
+        "the chain ends at the download: {chain:?}"
     );
 
     // Tracker: announces served; behind nginx the peer is a unix socket.

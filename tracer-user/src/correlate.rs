@@ -5,10 +5,15 @@
 //!   that started it (`g.parentGoid`, read by the kernel), else further up the chain of
 //!   goroutine parents learned from earlier events; else it starts its own trace.
 //!
+//! - a server span whose request matches a client span open in another traced process (same
+//!   method and path as sent, started just before) is that client span's child: on one node,
+//!   one tracer links the processes it traces, even through nginx (where TCP 4-tuples don't
+//!   match); across nodes, context propagation takes over (a later layer).
+//!
 //! Every map is bounded; spans left open too long are expired and counted, never leaked.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -50,6 +55,8 @@ pub struct CorrelateStats {
     pub evicted: u64,
     pub expired: u64,
     pub unknown_process: u64,
+    /// Server spans linked to a client span of another traced process.
+    pub linked_across_processes: u64,
 }
 
 /// Trace context of an open span, inherited by its children.
@@ -88,8 +95,20 @@ struct Process {
     parents: HashMap<u64, u64>,
 }
 
+/// How long after a client request starts a matching server request may start and be linked.
+const LINK_WINDOW_NS: u64 = 10_000_000_000;
+/// Open client spans remembered per (method, path) for linking.
+const MAX_OUTBOUND_PER_KEY: usize = 64;
+/// Distinct (method, path) keys remembered for linking.
+const MAX_OUTBOUND_KEYS: usize = 16_384;
+
+/// A client span open somewhere: (process, goroutine, start time).
+type OutboundRef = (u32, u64, u64);
+
 pub struct Correlator {
     processes: HashMap<u32, Process>,
+    /// Open client spans by (method, path as sent), across processes.
+    outbound: HashMap<(String, String), VecDeque<OutboundRef>>,
     clock: Clock,
     sampler: RatioSampler,
     limits: Limits,
@@ -101,6 +120,7 @@ impl Correlator {
     pub fn new(clock: Clock, sampler: RatioSampler, limits: Limits) -> Correlator {
         Correlator {
             processes: HashMap::new(),
+            outbound: HashMap::new(),
             clock,
             sampler,
             limits,
@@ -145,8 +165,21 @@ impl Correlator {
     pub fn push(&mut self, ev: &Event, out: &mut impl FnMut(SpanRecord)) {
         let hdr = ev.header();
         self.clock.refresh_if_due(hdr.ktime_ns);
-        let Some(proc_) = self.processes.get_mut(&hdr.tgid) else {
+        if !self.processes.contains_key(&hdr.tgid) {
             self.stats.unknown_process += 1;
+            return;
+        }
+        let remote = match ev {
+            Event::HttpServe(e) => {
+                self.take_outbound(hdr.tgid, &e.method.text, e.path(), hdr.ktime_ns)
+            }
+            Event::HttpClient(e) => {
+                self.remember_outbound(hdr.tgid, e);
+                None
+            }
+            _ => None,
+        };
+        let Some(proc_) = self.processes.get_mut(&hdr.tgid) else {
             return;
         };
         let cx = Cx {
@@ -157,11 +190,62 @@ impl Correlator {
             limits: &self.limits,
         };
         match ev {
-            Event::HttpServe(e) => server_start(proc_, cx, e),
+            Event::HttpServe(e) => server_start(proc_, cx, e, remote),
             Event::HttpServeEnd(e) => server_end(proc_, cx, e, out),
             Event::HttpClient(e) => client_start(proc_, cx, e),
             Event::HttpClientEnd(e) => client_end(proc_, cx, e, out),
         }
+    }
+
+    fn remember_outbound(&mut self, tgid: u32, e: &HttpClient) {
+        let key = (e.method.text.clone(), e.path.text.clone());
+        if !self.outbound.contains_key(&key) && self.outbound.len() >= MAX_OUTBOUND_KEYS {
+            // Bounded: forget all pending links rather than track ages per key.
+            self.outbound.clear();
+            self.stats.evicted += 1;
+        }
+        let q = self.outbound.entry(key).or_default();
+        if q.len() >= MAX_OUTBOUND_PER_KEY {
+            q.pop_front();
+        }
+        q.push_back((tgid, e.hdr.goid, e.hdr.ktime_ns));
+    }
+
+    /// The context of the oldest client span, open in another process, that sent this request
+    /// shortly before; it is consumed (one client request, one server request).
+    fn take_outbound(&mut self, tgid: u32, method: &str, path: &str, start_ns: u64) -> Option<Ctx> {
+        let key = (method.to_owned(), path.to_owned());
+        let q = self.outbound.get_mut(&key)?;
+        let mut found = None;
+        let mut i = 0;
+        while i < q.len() {
+            let Some(&(ctgid, goid, cstart)) = q.get(i) else {
+                break;
+            };
+            let open = self
+                .processes
+                .get(&ctgid)
+                .and_then(|p| p.clients.get(&goid))
+                .filter(|c| c.start_ns == cstart)
+                .map(|c| c.ctx);
+            let Some(ctx) = open else {
+                q.remove(i); // ended, evicted or expired: stale
+                continue;
+            };
+            if ctgid != tgid && cstart <= start_ns && start_ns - cstart <= LINK_WINDOW_NS {
+                found = Some(ctx);
+                q.remove(i);
+                break;
+            }
+            i += 1;
+        }
+        if q.is_empty() {
+            self.outbound.remove(&key);
+        }
+        if found.is_some() {
+            self.stats.linked_across_processes += 1;
+        }
+        found
     }
 
     /// Expires spans open for longer than `max_age` (their end event was lost).
@@ -247,7 +331,7 @@ impl Cx<'_> {
     }
 }
 
-fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe) {
+fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<Ctx>) {
     let mut attributes: Vec<(&'static str, AttrValue)> = vec![
         ("http.request.method", e.method.text.clone().into()),
         ("url.path", e.path().into()),
@@ -269,9 +353,13 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe) {
             attributes.push(("client.port", port.into()));
         }
     }
+    let (ctx, parent) = match remote {
+        Some(client) => (cx.child(&client), Some(client.span_id)),
+        None => (cx.root(), None),
+    };
     let open = Open {
-        ctx: cx.root(),
-        parent: None,
+        ctx,
+        parent,
         start_ns: e.hdr.ktime_ns,
         name: e.method.text.clone(),
         attributes,
@@ -756,6 +844,111 @@ mod tests {
         kraken.register(10, res, Profile::Kraken);
         let spans = run(&mut kraken, &[serve(5, 1, path), serve_end(5, 2, 200, "")]);
         assert_eq!(spans[0].name, "agent.download_blob");
+    }
+
+    /// A GET client request for /x (what `serve(.., "/x")` receives).
+    fn get_x(goid: u64, t: u64) -> Event {
+        let mut ev = client(goid, 1, t);
+        if let Event::HttpClient(e) = &mut ev {
+            e.method = cap("GET");
+        }
+        ev
+    }
+
+    fn two_processes() -> Correlator {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(20, res, Profile::Generic);
+        c
+    }
+
+    fn in_pid(mut ev: Event, tgid: u32) -> Event {
+        match &mut ev {
+            Event::HttpServe(e) => e.hdr.tgid = tgid,
+            Event::HttpServeEnd(e) => e.hdr.tgid = tgid,
+            Event::HttpClient(e) => e.hdr.tgid = tgid,
+            Event::HttpClientEnd(e) => e.hdr.tgid = tgid,
+        }
+        ev
+    }
+
+    #[test]
+    fn server_in_another_process_links_to_the_open_client_span() {
+        let mut c = two_processes();
+        let call = get_x(5, 110);
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/call"),
+                call,
+                in_pid(serve(7, 120, "/x?q=1"), 20),
+                in_pid(serve_end(7, 130, 200, ""), 20),
+                client_end(5, 140, 200, false),
+                serve_end(5, 150, 200, ""),
+            ],
+        );
+        let front = spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Server
+                    && s.attr("url.path") == Some(&AttrValue::Str("/call".into()))
+            })
+            .unwrap();
+        let cl = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+        let back = spans
+            .iter()
+            .find(|s| s.attr("url.path") == Some(&AttrValue::Str("/x".into())))
+            .unwrap();
+        assert!(
+            spans.iter().all(|s| s.trace_id == front.trace_id),
+            "one trace"
+        );
+        assert_eq!(back.parent_span_id, Some(cl.span_id));
+        assert_eq!(c.stats().linked_across_processes, 1);
+    }
+
+    #[test]
+    fn no_link_within_one_process_after_the_client_ended_or_for_another_path() {
+        let mut c = two_processes();
+        let srv = |goid, t, path| in_pid(serve(goid, t, path), 20);
+        let end = |goid, t| in_pid(serve_end(goid, t, 200, ""), 20);
+        // Same process: not linked (in-process parents come from goroutines).
+        let spans = run(
+            &mut c,
+            &[get_x(5, 10), serve(6, 20, "/x"), serve_end(6, 30, 200, "")],
+        );
+        assert!(spans.iter().all(|s| s.parent_span_id.is_none()));
+        run(&mut c, &[client_end(5, 40, 200, false)]);
+        // Client already ended: not linked.
+        let spans = run(
+            &mut c,
+            &[
+                get_x(5, 50),
+                client_end(5, 60, 200, false),
+                srv(7, 70, "/x"),
+                end(7, 80),
+            ],
+        );
+        assert!(spans.iter().all(|s| s.parent_span_id.is_none()));
+        // Another path: not linked.
+        let spans = run(&mut c, &[get_x(5, 90), srv(7, 95, "/y"), end(7, 96)]);
+        assert!(spans.iter().all(|s| s.parent_span_id.is_none()));
+        // Too late (outside the window): not linked.
+        let late = 90 + LINK_WINDOW_NS + 1;
+        let spans = run(&mut c, &[srv(8, late, "/x"), end(8, late + 1)]);
+        assert!(spans.iter().all(|s| s.parent_span_id.is_none()));
+        assert_eq!(c.stats().linked_across_processes, 0);
+        // In time, from another process: linked (the control for the cases above).
+        let spans = run(
+            &mut c,
+            &[
+                get_x(9, late + 10),
+                srv(8, late + 20, "/x"),
+                end(8, late + 21),
+            ],
+        );
+        assert!(spans[0].parent_span_id.is_some());
+        assert_eq!(c.stats().linked_across_processes, 1);
     }
 
     #[test]

@@ -75,7 +75,12 @@ fn ms(d: Duration) -> String {
 /// Renders the spans of one trace as an indented tree.
 pub fn render(spans: &[SpanRecord]) -> String {
     let mut out = String::new();
-    let Some(first) = spans.first() else {
+    // Name the trace after its root span's process (children may finish, and arrive, first).
+    let Some(first) = spans
+        .iter()
+        .find(|s| s.parent_span_id.is_none())
+        .or_else(|| spans.first())
+    else {
         return out;
     };
     let _ = writeln!(
@@ -176,9 +181,18 @@ mod tests {
     fn prints_when_the_root_arrives_children_indented() {
         let mut p = TreePrinter::new(10);
         assert!(p.push(span(2, Some(1), "GET", 10, 20)).is_none());
-        let text = p.push(span(1, None, "GET /call", 0, 30)).unwrap();
+        let mut root = span(1, None, "GET /call", 0, 30);
+        root.resource = Arc::new(ProcessResource {
+            service_name: "root".into(),
+            ..(*root.resource).clone()
+        });
+        let text = p.push(root).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("trace 0707"), "{text}");
+        assert!(
+            lines[0].ends_with("(root pid 1)"),
+            "named after the root: {text}"
+        );
         assert!(
             lines[1].starts_with("└─ GET /call [SERVER] 0.030 ms"),
             "{text}"

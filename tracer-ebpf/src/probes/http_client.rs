@@ -38,7 +38,12 @@ fn try_http_client(ctx: &ProbeContext) -> Option<()> {
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(url, off.url_scheme, &mut (*ev).scheme);
         read_string(url, off.url_host, &mut (*ev).host);
-        read_string(url, off.url_path, &mut (*ev).path);
+        // The path as sent: RawPath when Go kept an escaped form (e.g. library%2Fubuntu),
+        // else Path. It must match what the server sees.
+        read_string(url, off.url_raw_path, &mut (*ev).path);
+        if (*ev).path.len == 0 {
+            read_string(url, off.url_path, &mut (*ev).path);
+        }
     }
     entry.submit(maps::submit_flags());
     Some(())
