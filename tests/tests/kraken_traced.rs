@@ -85,6 +85,7 @@ fn kraken_blob_download_is_traced() {
         .spans
         .iter()
         .filter(|s| s.parent_span_id.as_deref() == Some(download.span_id.as_str()))
+        .filter(|s| s.name != "announce.request")
         .collect();
     assert!(
         !metainfo.is_empty(),
@@ -189,12 +190,29 @@ fn kraken_blob_download_is_traced() {
         assert!(!a.attributes.contains_key("client.address"));
     }
 
-    // The agent's announces (on a scheduler goroutine: their own traces until identity linking).
-    let announce_requests = find(&agent, |s| s.name == "announce.request");
-    assert!(!announce_requests.is_empty(), "no announce.request");
-    assert!(announce_requests.iter().all(
-        |(_, s)| s.kind == "SPAN_KIND_CLIENT" && s.attributes.contains_key("kraken.info_hash")
-    ));
+    // The agent's announces run on a scheduler goroutine, not the handler's: the announcer
+    // probe ties them to the download by digest, and the tracker's side is their child.
+    let announce = trace
+        .spans
+        .iter()
+        .find(|s| s.name == "announce.request")
+        .unwrap_or_else(|| panic!("no announce.request in the download's trace: {trace:?}"));
+    assert_eq!(
+        announce.parent_span_id.as_deref(),
+        Some(download.span_id.as_str())
+    );
+    assert_eq!(announce.kind, "SPAN_KIND_CLIENT");
+    let tracker_side = trace
+        .spans
+        .iter()
+        .find(|s| s.parent_span_id.as_deref() == Some(announce.span_id.as_str()))
+        .expect("tracker.announce under announce.request");
+    assert_eq!(tracker_side.name, "tracker.announce");
+    assert_eq!(tracker_side.service_name, "kraken-tracker");
+    assert_eq!(
+        tracker_side.attributes["kraken.info_hash"],
+        announce.attributes["kraken.info_hash"]
+    );
     // No raw digest in any span name (cardinality).
     for t in agent.iter().chain(&tracker) {
         assert!(

@@ -107,5 +107,17 @@ pub struct HttpClientEndEvent {
     pub error: u64,
 }
 
+/// Bytes kept of a Kraken digest's hex (sha256: 64).
+pub const DIGEST_LEN: usize = 72;
+
+/// `ProbeId::KrakenAnnounce`: the goroutine is about to announce this blob to the tracker.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KrakenAnnounceEvent {
+    pub hdr: EventHeader,
+    /// `core.Digest.hex`.
+    pub digest_hex: GoStr<DIGEST_LEN>,
+}
+
 /// Offset of `EventHeader::probe` in every event; the decoder relies on it.
 pub const PROBE_FIELD_OFFSET: usize = 0;

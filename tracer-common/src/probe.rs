@@ -12,6 +12,8 @@ pub enum ProbeId {
     HttpClient = 3,
     /// Return of `(*persistConn).roundTrip` inside `(*Transport).roundTrip`.
     HttpClientEnd = 4,
+    /// Kraken: `announcer.(*Announcer).Announce`: which blob the next announce is for.
+    KrakenAnnounce = 10,
 }
 
 impl ProbeId {
@@ -20,6 +22,7 @@ impl ProbeId {
         ProbeId::HttpServeEnd,
         ProbeId::HttpClient,
         ProbeId::HttpClientEnd,
+        ProbeId::KrakenAnnounce,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -28,6 +31,7 @@ impl ProbeId {
             2 => Some(ProbeId::HttpServeEnd),
             3 => Some(ProbeId::HttpClient),
             4 => Some(ProbeId::HttpClientEnd),
+            10 => Some(ProbeId::KrakenAnnounce),
             _ => None,
         }
     }
@@ -55,6 +59,8 @@ pub struct ProbeSpec {
     pub site: Site,
     /// A process lacking this symbol is still traced (without this probe).
     pub optional: bool,
+    /// Only placed in Kraken processes (built from github.com/uber/kraken).
+    pub kraken_only: bool,
 }
 
 pub const PROBES: &[ProbeSpec] = &[
@@ -64,6 +70,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: "http_serve",
         site: Site::Entry { reads_args: true },
         optional: false,
+        kraken_only: false,
     },
     ProbeSpec {
         id: ProbeId::HttpServeEnd,
@@ -71,6 +78,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: "http_serve_end",
         site: Site::Entry { reads_args: true },
         optional: false,
+        kraken_only: false,
     },
     ProbeSpec {
         id: ProbeId::HttpClient,
@@ -78,6 +86,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: "http_client",
         site: Site::Entry { reads_args: true },
         optional: true,
+        kraken_only: false,
     },
     ProbeSpec {
         id: ProbeId::HttpClientEnd,
@@ -87,6 +96,15 @@ pub const PROBES: &[ProbeSpec] = &[
             callee: "net/http.(*persistConn).roundTrip",
         },
         optional: true,
+        kraken_only: false,
+    },
+    ProbeSpec {
+        id: ProbeId::KrakenAnnounce,
+        go_symbol: "github.com/uber/kraken/lib/torrent/scheduler/announcer.(*Announcer).Announce",
+        program: "kraken_announce",
+        site: Site::Entry { reads_args: true },
+        optional: true,
+        kraken_only: true,
     },
 ];
 

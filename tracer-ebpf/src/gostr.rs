@@ -33,7 +33,13 @@ pub fn read_string<const N: usize>(base: u64, off: u32, dst: &mut GoStr<N>) {
         dst.read_error = 1;
         return;
     };
-    let (ptr, len) = (hdr[0], hdr[1]);
+    copy_string(hdr[0], hdr[1], dst);
+}
+
+/// Copies up to N bytes of the Go string `{ptr, len}` (e.g. passed in registers) into `dst`.
+#[inline(always)]
+pub fn copy_string<const N: usize>(ptr: u64, len: u64, dst: &mut GoStr<N>) {
+    dst.read_error = 0;
     dst.len = if len > u64::from(u32::MAX) {
         u32::MAX
     } else {

@@ -20,7 +20,7 @@ use std::{
 
 use crate::{
     clock::{Clock, to_wall},
-    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenAnnounce},
     sample::RatioSampler,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
 };
@@ -57,6 +57,10 @@ pub struct CorrelateStats {
     pub unknown_process: u64,
     /// Server spans linked to a client span of another traced process.
     pub linked_across_processes: u64,
+    /// Kraken announces linked to the download of their blob.
+    pub kraken_announces_linked: u64,
+    /// Kraken announces for no download in progress (periodic re-announces): not sampled.
+    pub kraken_announces_unlinked: u64,
 }
 
 /// Trace context of an open span, inherited by its children.
@@ -76,6 +80,8 @@ struct Open {
     start_ns: u64,
     name: String,
     attributes: Vec<(&'static str, AttrValue)>,
+    /// Kraken processes: the blob (`sha256:<hex>`) the request is about.
+    digest: Option<String>,
 }
 
 /// Which semantic layer a process's spans get on top of the generic HTTP one.
@@ -93,6 +99,8 @@ struct Process {
     clients: HashMap<u64, Open>,
     /// goid → parent goid, learned from client events.
     parents: HashMap<u64, u64>,
+    /// Kraken: goid → the blob its announcer is about to announce.
+    announcing: HashMap<u64, String>,
 }
 
 /// How long after a client request starts a matching server request may start and be linked.
@@ -150,6 +158,7 @@ impl Correlator {
                 servers: HashMap::new(),
                 clients: HashMap::new(),
                 parents: HashMap::new(),
+                announcing: HashMap::new(),
             },
         );
     }
@@ -194,6 +203,7 @@ impl Correlator {
             Event::HttpServeEnd(e) => server_end(proc_, cx, e, out),
             Event::HttpClient(e) => client_start(proc_, cx, e),
             Event::HttpClientEnd(e) => client_end(proc_, cx, e, out),
+            Event::KrakenAnnounce(e) => kraken_announce(proc_, &cx, e),
         }
     }
 
@@ -357,12 +367,16 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<C
         Some(client) => (cx.child(&client), Some(client.span_id)),
         None => (cx.root(), None),
     };
+    let digest = (p.profile == Profile::Kraken)
+        .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
+        .flatten();
     let open = Open {
         ctx,
         parent,
         start_ns: e.hdr.ktime_ns,
         name: e.method.text.clone(),
         attributes,
+        digest,
     };
     cx.insert(&mut p.servers, e.hdr.goid, open);
 }
@@ -436,10 +450,33 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
             _ => break,
         }
     }
-    let (ctx, parent_id) = match parent {
+    let announced = p.announcing.remove(&goid);
+    if parent.is_none() && p.profile == Profile::Kraken {
+        // Kraken announces run on scheduler goroutines, not the handler's: link them to the
+        // download of the same blob, by digest.
+        parent = announced.as_deref().and_then(|d| {
+            p.servers
+                .values()
+                .filter(|s| s.digest.as_deref() == Some(d))
+                .max_by_key(|s| s.start_ns)
+                .map(|s| s.ctx)
+        });
+        if parent.is_some() {
+            cx.stats.kraken_announces_linked += 1;
+        }
+    }
+    let orphan_announce = parent.is_none()
+        && p.profile == Profile::Kraken
+        && crate::kraken::is_announce(&e.path.text);
+    let (mut ctx, parent_id) = match parent {
         Some(pc) => (cx.child(&pc), Some(pc.span_id)),
         None => (cx.root(), None),
     };
+    if orphan_announce {
+        // Periodic re-announces of finished torrents: noise, not a root trace per 3 s.
+        ctx.sampled = false;
+        cx.stats.kraken_announces_unlinked += 1;
+    }
     let (host, port) = split_host_port(&e.host.text).unwrap_or((e.host.text.as_str(), None));
     let port = port.or(match e.scheme.text.as_str() {
         "https" => Some(443),
@@ -464,6 +501,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         start_ns: e.hdr.ktime_ns,
         name: e.method.text.clone(),
         attributes,
+        digest: None,
     };
     cx.insert(&mut p.clients, goid, open);
 }
@@ -491,6 +529,14 @@ fn client_end(
         }
     };
     out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
+}
+
+fn kraken_announce(p: &mut Process, cx: &Cx<'_>, e: &KrakenAnnounce) {
+    if p.announcing.len() >= cx.limits.max_parents && !p.announcing.contains_key(&e.hdr.goid) {
+        p.announcing.clear();
+    }
+    p.announcing
+        .insert(e.hdr.goid, format!("sha256:{}", e.digest_hex.text));
 }
 
 /// "GET /items/{id}" or "example.com/items/" (Go ServeMux patterns) → the path part.
@@ -868,8 +914,69 @@ mod tests {
             Event::HttpServeEnd(e) => e.hdr.tgid = tgid,
             Event::HttpClient(e) => e.hdr.tgid = tgid,
             Event::HttpClientEnd(e) => e.hdr.tgid = tgid,
+            Event::KrakenAnnounce(e) => e.hdr.tgid = tgid,
         }
         ev
+    }
+
+    #[test]
+    fn kraken_announce_joins_the_download_of_its_blob_and_reannounces_are_unsampled() {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        let hex = "ab".repeat(32);
+        let announce = |goid, t| {
+            Event::KrakenAnnounce(KrakenAnnounce {
+                hdr: hdr(ProbeId::KrakenAnnounce, goid, t),
+                digest_hex: cap(&hex),
+            })
+        };
+        let post = |goid, t| {
+            let mut ev = client(goid, 1, t);
+            if let Event::HttpClient(e) = &mut ev {
+                e.path = cap("/announce/42b301ff477cff1bce1bc1ad8b9fa3e419fab348");
+            }
+            ev
+        };
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, &format!("/namespace/ns/blobs/sha256:{hex}")),
+                announce(30, 110), // the scheduler's goroutine 30, not descended from 5
+                post(30, 111),
+                client_end(30, 120, 200, false),
+                serve_end(5, 200, 200, ""),
+                announce(30, 300), // 3 s later: a re-announce, no download in progress
+                post(30, 301),
+                client_end(30, 310, 200, false),
+            ],
+        );
+        let download = spans
+            .iter()
+            .find(|s| s.name == "agent.download_blob")
+            .unwrap();
+        let linked = spans
+            .iter()
+            .find(|s| s.name == "announce.request" && s.parent_span_id.is_some())
+            .unwrap();
+        assert_eq!(linked.parent_span_id, Some(download.span_id));
+        assert_eq!(linked.trace_id, download.trace_id);
+        let again = spans
+            .iter()
+            .filter(|s| s.name == "announce.request" && s.parent_span_id.is_none())
+            .collect::<Vec<_>>();
+        assert_eq!(again.len(), 1);
+        assert!(
+            !again[0].sampled,
+            "re-announces are not exported as root traces"
+        );
+        assert_eq!(
+            (
+                c.stats().kraken_announces_linked,
+                c.stats().kraken_announces_unlinked
+            ),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 use std::fmt;
 
 use tracer_common::{
-    event::{EventHeader, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent},
+    event::{
+        EventHeader, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent,
+        KrakenAnnounceEvent,
+    },
     probe::ProbeId,
 };
 
@@ -28,6 +31,7 @@ pub enum Event {
     HttpServeEnd(HttpServeEnd),
     HttpClient(HttpClient),
     HttpClientEnd(HttpClientEnd),
+    KrakenAnnounce(KrakenAnnounce),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,9 +92,17 @@ pub struct HttpClientEnd {
     pub error: bool,
 }
 
+/// Kraken's announcer is about to announce this blob (on this goroutine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KrakenAnnounce {
+    pub hdr: Header,
+    pub digest_hex: Captured,
+}
+
 impl Event {
     pub fn header(&self) -> &Header {
         match self {
+            Event::KrakenAnnounce(e) => &e.hdr,
             Event::HttpServe(e) => &e.hdr,
             Event::HttpServeEnd(e) => &e.hdr,
             Event::HttpClient(e) => &e.hdr,
@@ -177,6 +189,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 path: captured(&e.path),
             }))
         }
+        ProbeId::KrakenAnnounce => {
+            sized(size_of::<KrakenAnnounceEvent>())?;
+            let e: KrakenAnnounceEvent = read_pod(bytes).ok_or_else(short)?;
+            Ok(Event::KrakenAnnounce(KrakenAnnounce {
+                hdr,
+                digest_hex: captured(&e.digest_hex),
+            }))
+        }
         ProbeId::HttpClientEnd => {
             sized(size_of::<HttpClientEndEvent>())?;
             let e: HttpClientEndEvent = read_pod(bytes).ok_or_else(short)?;
@@ -232,6 +252,7 @@ impl fmt::Display for Event {
                 e.parent_goid, e.method.text, e.scheme.text, e.host.text, e.path.text
             ),
             Event::HttpClientEnd(e) => write!(f, " status={} error={}", e.status, e.error),
+            Event::KrakenAnnounce(e) => write!(f, " digest=sha256:{}", e.digest_hex.text),
         }
     }
 }
@@ -328,6 +349,7 @@ mod tests {
             size_of::<HttpServeEndEvent>(),
             size_of::<HttpClientEvent>(),
             size_of::<HttpClientEndEvent>(),
+            size_of::<KrakenAnnounceEvent>(),
         ] {
             assert_eq!(size % 8, 0, "ring-buffer records are 8-byte aligned");
         }

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use tracer_common::probe::PROBES;
-
 use crate::{
     offsets,
     symbols::{Binary, SymbolError},
-    tracer::place,
+    tracer::place_all,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +41,11 @@ pub fn run(target: &str) -> Result<(), InspectError> {
     let version = binary.go_version().map(|v| (v.major, v.minor, v.patch));
     let (offs, source) = offsets::resolve(binary.bytes(), version)?;
     println!("struct offsets ({source:?}): {offs:?}");
-    for spec in PROBES {
-        match place(&binary, spec) {
-            Ok(placed) => placed.iter().for_each(|p| println!("{p}")),
-            Err(e) => println!("probe {}: {e}", spec.go_symbol),
-        }
+    if crate::tracer::is_kraken(&binary) {
+        println!("Kraken: yes (Kraken route names, attributes and probes apply)");
     }
+    let (placed, skipped) = place_all(&binary)?;
+    placed.iter().for_each(|p| println!("{p}"));
+    skipped.iter().for_each(|s| println!("{s}"));
     Ok(())
 }

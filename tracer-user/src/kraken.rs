@@ -155,6 +155,20 @@ fn path_of_url(url: &str) -> &str {
     after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
 }
 
+/// The blob (`sha256:<hex>`) a Kraken request is about, from its method and raw path.
+pub fn digest_in_path(method: &str, path: &str) -> Option<String> {
+    let m = match_route(method, path)?;
+    m.params
+        .iter()
+        .find(|(name, _)| matches!(*name, "digest" | "hex"))
+        .map(|(_, v)| digest(v))
+}
+
+/// Whether a path is a tracker announce (`/announce/{infohash}`).
+pub fn is_announce(path: &str) -> bool {
+    match_route("POST", path).is_some_and(|m| m.route.template == "/announce/{infohash}")
+}
+
 /// Adds the Kraken names and attributes to a span of a Kraken process, if its path is a
 /// Kraken route. Other spans are left as they are.
 pub fn enrich(span: &mut SpanRecord) {
@@ -329,6 +343,17 @@ mod tests {
             enrich(&mut s);
             assert_eq!(s, before, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn digest_and_announce_lookups() {
+        let path = format!("/namespace/library%2Fubuntu/blobs/sha256:{HEX}");
+        assert_eq!(digest_in_path("GET", &path), Some(format!("sha256:{HEX}")));
+        assert_eq!(digest_in_path("GET", "/hello"), None);
+        assert!(is_announce(
+            "/announce/42b301ff477cff1bce1bc1ad8b9fa3e419fab348"
+        ));
+        assert!(!is_announce("/announced"));
     }
 
     #[test]

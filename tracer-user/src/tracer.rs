@@ -425,12 +425,14 @@ pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<Vec<PlacedProbe>, Symb
         .collect())
 }
 
-/// Places every probe of the table in `binary`. A missing optional probe is skipped with a
-/// warning (returned as text); a missing required one is an error.
+/// Places every probe of the table in `binary` (the Kraken-only ones only in Kraken binaries).
+/// A missing optional probe is skipped with a warning (returned as text); a missing required
+/// one is an error.
 pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), SymbolError> {
+    let kraken = is_kraken(binary);
     let mut placed = Vec::new();
     let mut skipped = Vec::new();
-    for spec in PROBES {
+    for spec in PROBES.iter().filter(|s| kraken || !s.kraken_only) {
         match place(binary, spec) {
             Ok(p) => placed.extend(p),
             Err(e) if spec.optional => skipped.push(format!("{} skipped: {e}", spec.program)),
@@ -438,6 +440,13 @@ pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), Sym
         }
     }
     Ok((placed, skipped))
+}
+
+/// Whether the binary was built from github.com/uber/kraken (its main module or a dependency).
+pub fn is_kraken(binary: &Binary) -> bool {
+    binary
+        .build_info()
+        .is_some_and(|b| b.module("github.com/uber/kraken").is_some())
 }
 
 #[cfg(test)]

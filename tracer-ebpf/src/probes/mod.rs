@@ -2,6 +2,7 @@
 
 pub mod http_client;
 pub mod http_serve;
+pub mod kraken;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
