@@ -1,5 +1,6 @@
 //! End to end: the real tracer binary traces two Go servers (A calls B) and exports OTLP to a
-//! real Jaeger v2; the traces are read back through Jaeger's query API.
+//! real Jaeger v2; the traces are read back through Jaeger's query API. One tracer traces both
+//! processes, so B's server span is the child of A's client span: one trace per request.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -90,21 +91,28 @@ fn two_servers_traced(protocol: &str) {
         "export trouble:\n{log}"
     );
 
-    // frontend: 5 + 3 traces of server + client, 1 of a lone server span = 17 spans.
-    let traces = jaeger.wait_for_traces(&front, 17, WAIT).unwrap();
+    // 5 /call and 3 /spawn traces of frontend server + client + backend server, 1 lone server span.
+    let traces = jaeger.wait_for_traces(&front, 25, WAIT).unwrap();
     let calls: Vec<&Trace> = traces
         .iter()
         .filter(|t| !spans_named(t, &front, ("url.path", "/call")).is_empty())
         .collect();
     assert_eq!(calls.len(), 5, "one trace per /call request");
     for t in &calls {
-        assert_eq!(t.spans.len(), 2, "server + client: {t:?}");
+        assert_eq!(t.spans.len(), 3, "server → client → backend server: {t:?}");
         let server = spans_named(t, &front, ("url.path", "/call"))[0];
         let client = t
             .spans
             .iter()
-            .find(|s| s.span_id != server.span_id)
+            .find(|s| s.kind == "SPAN_KIND_CLIENT")
             .unwrap();
+        let served = spans_named(t, &back, ("url.path", "/hello"));
+        assert_eq!(served.len(), 1, "the backend's side is in the same trace");
+        assert_eq!(
+            served[0].parent_span_id.as_deref(),
+            Some(client.span_id.as_str())
+        );
+        assert_nested(served[0], client);
         assert_eq!(server.kind, "SPAN_KIND_SERVER");
         assert_eq!(server.parent_span_id, None);
         assert_eq!(server.attributes["http.request.method"], "GET");
@@ -165,15 +173,23 @@ fn two_servers_traced(protocol: &str) {
         "services: {services:?}"
     );
 
-    // backend: its server spans are separate traces (no cross-process propagation yet).
+    // backend: every server span is the child of the frontend client span that called it.
     let back_traces = jaeger.wait_for_traces(&back, 8, WAIT).unwrap();
-    let served: usize = back_traces.iter().map(|t| t.spans.len()).sum();
-    assert_eq!(served, 8, "5 /hello + 3 /status/503");
-    assert!(
-        back_traces
-            .iter()
-            .all(|t| t.spans.iter().all(|s| s.kind == "SPAN_KIND_SERVER"))
-    );
+    let served: Vec<&Span> = back_traces
+        .iter()
+        .flat_map(|t| t.spans.iter())
+        .filter(|s| s.service_name == back)
+        .collect();
+    assert_eq!(served.len(), 8, "5 /hello + 3 /status/503");
+    for t in &back_traces {
+        let ids = by_id(t);
+        for s in t.spans.iter().filter(|s| s.service_name == back) {
+            assert_eq!(s.kind, "SPAN_KIND_SERVER");
+            let caller = ids[s.parent_span_id.as_deref().expect("linked to its caller")];
+            assert_eq!(caller.service_name, front);
+            assert_eq!(caller.kind, "SPAN_KIND_CLIENT");
+        }
+    }
 }
 
 #[test]

@@ -170,8 +170,8 @@ pub fn main(opts: &Options) -> Result<()> {
     let (_, services) = http_get(QUERY, "/api/v3/services")?;
     step(&format!("demo: services in Jaeger: {}", services.trim()));
     println!(
-        "\nThe traces are in Jaeger (frontend server span → client span; the backend's own server \
-         spans are separate traces until cross-node propagation lands):\n  \
+        "\nThe traces are in Jaeger (frontend server span → its client span → the backend's server \
+         span, one trace per request: one tracer links the processes it traces):\n  \
          http://{QUERY}/api/traces?service=demo-frontend&limit=20\n  \
          http://{QUERY}/api/v3/traces?query.service_name=demo-frontend&query.num_traces=20&\
          query.start_time_min=2000-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z\n\
