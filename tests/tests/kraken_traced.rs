@@ -46,6 +46,8 @@ fn kraken_blob_download_is_traced() {
     let blob = kraken::random_bytes(1 << 20).unwrap();
     let digest = cluster.upload_to_testfs(&blob).unwrap();
     assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
+    // Again: now from the agent's cache.
+    assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
     assert!(
         tracer_it::wait_until(WAIT, || tracer
             .stdout_text()
@@ -64,8 +66,58 @@ fn kraken_blob_download_is_traced() {
     let downloads = find(&agent, |s| {
         s.kind == "SPAN_KIND_SERVER" && s.attributes.get("url.path") == Some(&blob_path)
     });
-    assert_eq!(downloads.len(), 1, "one download span");
-    let (trace, download) = downloads[0];
+    assert_eq!(downloads.len(), 2, "one span per download");
+    let (trace, download) = downloads
+        .iter()
+        .copied()
+        .min_by_key(|(_, s)| s.start_unix_nano)
+        .unwrap();
+    let (cached_trace, cached) = downloads
+        .iter()
+        .copied()
+        .max_by_key(|(_, s)| s.start_unix_nano)
+        .unwrap();
+
+    // agent.download_blob.complete: when the blob entered the agent's cache, with its size.
+    let first_complete = trace
+        .spans
+        .iter()
+        .find(|s| s.name == "agent.download_blob.complete")
+        .expect("agent.download_blob.complete in the first download's trace");
+    assert_eq!(
+        first_complete.parent_span_id.as_deref(),
+        Some(download.span_id.as_str())
+    );
+    assert_eq!(first_complete.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(
+        first_complete.attributes["kraken.size"],
+        (1u32 << 20).to_string()
+    );
+    assert_eq!(first_complete.attributes["kraken.cache_hit"], "false");
+    assert!(first_complete.end_unix_nano > first_complete.start_unix_nano);
+    assert!(first_complete.end_unix_nano <= download.end_unix_nano);
+    // The second download came from the cache: no tracker, origin or backend work.
+    let cached_complete = cached_trace
+        .spans
+        .iter()
+        .find(|s| s.name == "agent.download_blob.complete")
+        .expect("agent.download_blob.complete in the cached download's trace");
+    assert_eq!(cached_complete.attributes["kraken.cache_hit"], "true");
+    assert!(
+        cached_trace
+            .spans
+            .iter()
+            .all(|s| s.service_name == "kraken-agent"),
+        "a cached download touches no other component: {cached_trace:?}"
+    );
+    assert!(
+        cached_trace
+            .spans
+            .iter()
+            .all(|s| !s.attributes.contains_key("url.full")),
+        "no client calls"
+    );
+    assert_eq!(cached.attributes["http.response.status_code"], "200");
     assert_eq!(download.attributes["http.response.status_code"], "200");
     assert_eq!(download.name, "agent.download_blob");
     assert_eq!(
@@ -85,7 +137,7 @@ fn kraken_blob_download_is_traced() {
         .spans
         .iter()
         .filter(|s| s.parent_span_id.as_deref() == Some(download.span_id.as_str()))
-        .filter(|s| s.name != "announce.request")
+        .filter(|s| s.kind == "SPAN_KIND_CLIENT" && s.name != "announce.request")
         .collect();
     assert!(
         !metainfo.is_empty(),

@@ -110,10 +110,11 @@ pub struct HttpClientEndEvent {
 /// Bytes kept of a Kraken digest's hex (sha256: 64).
 pub const DIGEST_LEN: usize = 72;
 
-/// `ProbeId::KrakenAnnounce`: the goroutine is about to announce this blob to the tracker.
+/// `ProbeId::KrakenAnnounce` (this goroutine is about to announce this blob to the tracker) and
+/// `ProbeId::KrakenCached` (this blob's download is complete and moves into the agent's cache).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct KrakenAnnounceEvent {
+pub struct KrakenDigestEvent {
     pub hdr: EventHeader,
     /// `core.Digest.hex`.
     pub digest_hex: GoStr<DIGEST_LEN>,

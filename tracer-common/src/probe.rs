@@ -14,6 +14,8 @@ pub enum ProbeId {
     HttpClientEnd = 4,
     /// Kraken: `announcer.(*Announcer).Announce`: which blob the next announce is for.
     KrakenAnnounce = 10,
+    /// Kraken: `store.(*CADownloadStore).MoveDownloadFileToCache`: a download is complete.
+    KrakenCached = 11,
 }
 
 impl ProbeId {
@@ -23,6 +25,7 @@ impl ProbeId {
         ProbeId::HttpClient,
         ProbeId::HttpClientEnd,
         ProbeId::KrakenAnnounce,
+        ProbeId::KrakenCached,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -32,6 +35,7 @@ impl ProbeId {
             3 => Some(ProbeId::HttpClient),
             4 => Some(ProbeId::HttpClientEnd),
             10 => Some(ProbeId::KrakenAnnounce),
+            11 => Some(ProbeId::KrakenCached),
             _ => None,
         }
     }
@@ -102,6 +106,14 @@ pub const PROBES: &[ProbeSpec] = &[
         id: ProbeId::KrakenAnnounce,
         go_symbol: "github.com/uber/kraken/lib/torrent/scheduler/announcer.(*Announcer).Announce",
         program: "kraken_announce",
+        site: Site::Entry { reads_args: true },
+        optional: true,
+        kraken_only: true,
+    },
+    ProbeSpec {
+        id: ProbeId::KrakenCached,
+        go_symbol: "github.com/uber/kraken/lib/store.(*CADownloadStore).MoveDownloadFileToCache",
+        program: "kraken_cached",
         site: Site::Entry { reads_args: true },
         optional: true,
         kraken_only: true,

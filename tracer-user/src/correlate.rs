@@ -20,7 +20,7 @@ use std::{
 
 use crate::{
     clock::{Clock, to_wall},
-    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenAnnounce},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenDigest},
     sample::RatioSampler,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
 };
@@ -82,6 +82,8 @@ struct Open {
     attributes: Vec<(&'static str, AttrValue)>,
     /// Kraken processes: the blob (`sha256:<hex>`) the request is about.
     digest: Option<String>,
+    /// Kraken agent: when that blob's download completed into the cache.
+    completed_ns: Option<u64>,
 }
 
 /// Which semantic layer a process's spans get on top of the generic HTTP one.
@@ -204,6 +206,7 @@ impl Correlator {
             Event::HttpClient(e) => client_start(proc_, cx, e),
             Event::HttpClientEnd(e) => client_end(proc_, cx, e, out),
             Event::KrakenAnnounce(e) => kraken_announce(proc_, &cx, e),
+            Event::KrakenCached(e) => kraken_cached(proc_, e),
         }
     }
 
@@ -377,6 +380,7 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<C
         name: e.method.text.clone(),
         attributes,
         digest,
+        completed_ns: None,
     };
     cx.insert(&mut p.servers, e.hdr.goid, open);
 }
@@ -422,7 +426,65 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
             out(rec);
         }
     }
-    out(cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server));
+    let start_ns = o.start_ns;
+    let completed_ns = o.completed_ns;
+    let rec = cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server);
+    if rec.name == "agent.download_blob" && status == 200 {
+        out(download_complete(
+            &mut cx,
+            &rec,
+            start_ns,
+            completed_ns,
+            e.written,
+        ));
+    }
+    out(rec);
+}
+
+/// `agent.download_blob.complete`: the blob is in the agent's cache. From the download's start to
+/// the moment the P2P download moved it into the cache (zero long when it was there already);
+/// size is the bytes served.
+fn download_complete(
+    cx: &mut Cx<'_>,
+    download: &SpanRecord,
+    start_ns: u64,
+    completed_ns: Option<u64>,
+    size: i64,
+) -> SpanRecord {
+    cx.stats.spans += 1;
+    let done = completed_ns.unwrap_or(start_ns).max(start_ns);
+    let mut attributes: Vec<(&'static str, AttrValue)> = download
+        .attributes
+        .iter()
+        .filter(|(k, _)| k.starts_with("kraken."))
+        .cloned()
+        .collect();
+    attributes.push(("kraken.size", size.max(0).into()));
+    attributes.push((
+        "kraken.duration_ms",
+        i64::try_from((done - start_ns) / 1_000_000)
+            .unwrap_or(i64::MAX)
+            .into(),
+    ));
+    attributes.push(("kraken.cache_hit", completed_ns.is_none().into()));
+    let offset = download
+        .start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0))
+        - i128::from(start_ns);
+    SpanRecord {
+        trace_id: download.trace_id,
+        span_id: cx.ids.span_id(),
+        parent_span_id: Some(download.span_id),
+        sampled: download.sampled,
+        name: "agent.download_blob.complete".into(),
+        kind: SpanKind::Internal,
+        start: download.start,
+        end: to_wall(done, offset),
+        attributes,
+        status: SpanStatus::Unset,
+        resource: Arc::clone(&download.resource),
+    }
 }
 
 /// Depth of goroutine ancestry searched for an open server span.
@@ -502,6 +564,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         name: e.method.text.clone(),
         attributes,
         digest: None,
+        completed_ns: None,
     };
     cx.insert(&mut p.clients, goid, open);
 }
@@ -531,7 +594,19 @@ fn client_end(
     out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
 }
 
-fn kraken_announce(p: &mut Process, cx: &Cx<'_>, e: &KrakenAnnounce) {
+/// A download completed into the agent's cache: remember when, on the open download of that blob.
+fn kraken_cached(p: &mut Process, e: &KrakenDigest) {
+    let digest = format!("sha256:{}", e.digest_hex.text);
+    for s in p
+        .servers
+        .values_mut()
+        .filter(|s| s.digest.as_deref() == Some(digest.as_str()))
+    {
+        s.completed_ns.get_or_insert(e.hdr.ktime_ns);
+    }
+}
+
+fn kraken_announce(p: &mut Process, cx: &Cx<'_>, e: &KrakenDigest) {
     if p.announcing.len() >= cx.limits.max_parents && !p.announcing.contains_key(&e.hdr.goid) {
         p.announcing.clear();
     }
@@ -889,7 +964,10 @@ mod tests {
         let res = Arc::clone(&kraken.processes[&10].resource);
         kraken.register(10, res, Profile::Kraken);
         let spans = run(&mut kraken, &[serve(5, 1, path), serve_end(5, 2, 200, "")]);
-        assert_eq!(spans[0].name, "agent.download_blob");
+        assert!(
+            spans.iter().any(|s| s.name == "agent.download_blob"),
+            "{spans:?}"
+        );
     }
 
     /// A GET client request for /x (what `serve(.., "/x")` receives).
@@ -914,7 +992,7 @@ mod tests {
             Event::HttpServeEnd(e) => e.hdr.tgid = tgid,
             Event::HttpClient(e) => e.hdr.tgid = tgid,
             Event::HttpClientEnd(e) => e.hdr.tgid = tgid,
-            Event::KrakenAnnounce(e) => e.hdr.tgid = tgid,
+            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => e.hdr.tgid = tgid,
         }
         ev
     }
@@ -926,7 +1004,7 @@ mod tests {
         c.register(10, res, Profile::Kraken);
         let hex = "ab".repeat(32);
         let announce = |goid, t| {
-            Event::KrakenAnnounce(KrakenAnnounce {
+            Event::KrakenAnnounce(KrakenDigest {
                 hdr: hdr(ProbeId::KrakenAnnounce, goid, t),
                 digest_hex: cap(&hex),
             })
@@ -1056,6 +1134,60 @@ mod tests {
         );
         assert!(spans[0].parent_span_id.is_some());
         assert_eq!(c.stats().linked_across_processes, 1);
+    }
+
+    #[test]
+    fn agent_download_complete_spans() {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        let hex = "cd".repeat(32);
+        let path = format!("/namespace/ns/blobs/sha256:{hex}");
+        let cached = Event::KrakenCached(KrakenDigest {
+            hdr: hdr(ProbeId::KrakenCached, 44, 2_000_000_100),
+            digest_hex: cap(&hex),
+        });
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, &path),
+                cached,
+                serve_end(5, 3_000_000_000, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        let (complete, download) = (&spans[0], &spans[1]);
+        assert_eq!(complete.name, "agent.download_blob.complete");
+        assert_eq!(complete.parent_span_id, Some(download.span_id));
+        assert_eq!(complete.kind, SpanKind::Internal);
+        assert_eq!(complete.start, download.start);
+        assert_eq!(
+            complete.end.duration_since(complete.start).unwrap(),
+            Duration::from_nanos(2_000_000_000)
+        );
+        assert_eq!(
+            complete.attr("kraken.duration_ms"),
+            Some(&AttrValue::Int(2000))
+        );
+        assert_eq!(complete.attr("kraken.size"), Some(&AttrValue::Int(6)));
+        assert_eq!(
+            complete.attr("kraken.cache_hit"),
+            Some(&AttrValue::Bool(false))
+        );
+        assert_eq!(
+            complete.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{hex}")))
+        );
+        // Already cached: no completion event, a zero-length span marked as a cache hit.
+        let spans = run(&mut c, &[serve(6, 10, &path), serve_end(6, 20, 200, "")]);
+        assert_eq!(
+            spans[0].attr("kraken.cache_hit"),
+            Some(&AttrValue::Bool(true))
+        );
+        assert_eq!(spans[0].end, spans[0].start);
+        // Not found: no completion span.
+        let spans = run(&mut c, &[serve(7, 10, &path), serve_end(7, 20, 404, "")]);
+        assert_eq!(spans.len(), 1);
     }
 
     #[test]

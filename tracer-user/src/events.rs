@@ -5,7 +5,7 @@ use std::fmt;
 use tracer_common::{
     event::{
         EventHeader, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent,
-        KrakenAnnounceEvent,
+        KrakenDigestEvent,
     },
     probe::ProbeId,
 };
@@ -31,7 +31,8 @@ pub enum Event {
     HttpServeEnd(HttpServeEnd),
     HttpClient(HttpClient),
     HttpClientEnd(HttpClientEnd),
-    KrakenAnnounce(KrakenAnnounce),
+    KrakenAnnounce(KrakenDigest),
+    KrakenCached(KrakenDigest),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,9 +93,10 @@ pub struct HttpClientEnd {
     pub error: bool,
 }
 
-/// Kraken's announcer is about to announce this blob (on this goroutine).
+/// A Kraken event naming a blob: the announcer is about to announce it (on this goroutine), or
+/// its download completed into the agent's cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KrakenAnnounce {
+pub struct KrakenDigest {
     pub hdr: Header,
     pub digest_hex: Captured,
 }
@@ -102,7 +104,7 @@ pub struct KrakenAnnounce {
 impl Event {
     pub fn header(&self) -> &Header {
         match self {
-            Event::KrakenAnnounce(e) => &e.hdr,
+            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => &e.hdr,
             Event::HttpServe(e) => &e.hdr,
             Event::HttpServeEnd(e) => &e.hdr,
             Event::HttpClient(e) => &e.hdr,
@@ -189,13 +191,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 path: captured(&e.path),
             }))
         }
-        ProbeId::KrakenAnnounce => {
-            sized(size_of::<KrakenAnnounceEvent>())?;
-            let e: KrakenAnnounceEvent = read_pod(bytes).ok_or_else(short)?;
-            Ok(Event::KrakenAnnounce(KrakenAnnounce {
+        ProbeId::KrakenAnnounce | ProbeId::KrakenCached => {
+            sized(size_of::<KrakenDigestEvent>())?;
+            let e: KrakenDigestEvent = read_pod(bytes).ok_or_else(short)?;
+            let k = KrakenDigest {
                 hdr,
                 digest_hex: captured(&e.digest_hex),
-            }))
+            };
+            Ok(if probe == ProbeId::KrakenCached {
+                Event::KrakenCached(k)
+            } else {
+                Event::KrakenAnnounce(k)
+            })
         }
         ProbeId::HttpClientEnd => {
             sized(size_of::<HttpClientEndEvent>())?;
@@ -252,7 +259,9 @@ impl fmt::Display for Event {
                 e.parent_goid, e.method.text, e.scheme.text, e.host.text, e.path.text
             ),
             Event::HttpClientEnd(e) => write!(f, " status={} error={}", e.status, e.error),
-            Event::KrakenAnnounce(e) => write!(f, " digest=sha256:{}", e.digest_hex.text),
+            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => {
+                write!(f, " digest=sha256:{}", e.digest_hex.text)
+            }
         }
     }
 }
@@ -349,7 +358,7 @@ mod tests {
             size_of::<HttpServeEndEvent>(),
             size_of::<HttpClientEvent>(),
             size_of::<HttpClientEndEvent>(),
-            size_of::<KrakenAnnounceEvent>(),
+            size_of::<KrakenDigestEvent>(),
         ] {
             assert_eq!(size % 8, 0, "ring-buffer records are 8-byte aligned");
         }
