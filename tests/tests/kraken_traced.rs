@@ -46,6 +46,11 @@ fn kraken_blob_download_is_traced() {
     let blob = kraken::random_bytes(1 << 20).unwrap();
     let digest = cluster.upload_to_testfs(&blob).unwrap();
     assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
+    // Health checks are Kraken's periodic noise: traced, but never exported as root traces.
+    assert_eq!(
+        tracer_it::request(cluster.addr(Component::Agent), "GET", "/health").unwrap(),
+        200
+    );
     // Again: now from the agent's cache.
     assert_eq!(cluster.download_via_agent("testfs", &digest).unwrap(), blob);
     assert!(
@@ -219,6 +224,17 @@ fn kraken_blob_download_is_traced() {
     assert_eq!(
         at.span_id, download.span_id,
         "the chain ends at the download: {chain:?}"
+    );
+
+    assert!(
+        find(&agent, |s| s.attributes.get("url.path").map(String::as_str)
+            == Some("/health"))
+        .is_empty(),
+        "a health check reached Jaeger"
+    );
+    assert!(
+        log.contains(" 1 health/readiness checks unsampled"),
+        "{log}"
     );
 
     // Tracker: announces served; behind nginx the peer is a unix socket.

@@ -61,6 +61,8 @@ pub struct CorrelateStats {
     pub kraken_announces_linked: u64,
     /// Kraken announces for no download in progress (periodic re-announces): not sampled.
     pub kraken_announces_unlinked: u64,
+    /// Kraken health/readiness requests: not sampled.
+    pub kraken_noise: u64,
 }
 
 /// Trace context of an open span, inherited by its children.
@@ -373,6 +375,11 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<C
     let digest = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
         .flatten();
+    let mut ctx = ctx;
+    if parent.is_none() && p.profile == Profile::Kraken && crate::kraken::is_noise(e.path()) {
+        ctx.sampled = false;
+        cx.stats.kraken_noise += 1;
+    }
     let open = Open {
         ctx,
         parent,
@@ -1188,6 +1195,25 @@ mod tests {
         // Not found: no completion span.
         let spans = run(&mut c, &[serve(7, 10, &path), serve_end(7, 20, 404, "")]);
         assert_eq!(spans.len(), 1);
+    }
+
+    #[test]
+    fn kraken_health_checks_and_their_calls_are_unsampled() {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 1, "/readiness"),
+                client(5, 1, 2),
+                client_end(5, 3, 200, false),
+                serve_end(5, 4, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        assert!(spans.iter().all(|s| !s.sampled), "{spans:?}");
+        assert_eq!(c.stats().kraken_noise, 1);
     }
 
     #[test]

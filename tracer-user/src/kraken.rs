@@ -164,6 +164,12 @@ pub fn digest_in_path(method: &str, path: &str) -> Option<String> {
         .map(|(_, v)| digest(v))
 }
 
+/// Kraken's periodic noise: health and readiness checks (readiness even makes client calls).
+/// Their traces are not sampled, so they never become root traces in Jaeger.
+pub fn is_noise(path: &str) -> bool {
+    matches!(path, "/health" | "/readiness")
+}
+
 /// Whether a path is a tracker announce (`/announce/{infohash}`).
 pub fn is_announce(path: &str) -> bool {
     match_route("POST", path).is_some_and(|m| m.route.template == "/announce/{infohash}")
@@ -354,6 +360,7 @@ mod tests {
             "/announce/42b301ff477cff1bce1bc1ad8b9fa3e419fab348"
         ));
         assert!(!is_announce("/announced"));
+        assert!(is_noise("/health") && is_noise("/readiness") && !is_noise("/healthz/x"));
     }
 
     #[test]

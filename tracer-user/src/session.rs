@@ -190,6 +190,14 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     if let Some(t) = export_task {
         let _ = t.await;
     }
+    log::info!(
+        "links: {} server spans linked to another process's client span; kraken: {} announces linked \
+         to their download, {} re-announces unsampled, {} health/readiness checks unsampled",
+        cstats.linked_across_processes,
+        cstats.kraken_announces_linked,
+        cstats.kraken_announces_unlinked,
+        cstats.kraken_noise
+    );
     let c = tracer.counters()?;
     log::info!(
         "events read {} (undecodable {}); spans {} (unmatched ends {}, expired {}); kernel: probe hits {}, ring buffer full {}",
