@@ -412,12 +412,15 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
     } else {
         SpanStatus::Unset
     };
-    // Client calls still open under this request lost their end: close them here.
+    // A client call still open on the handler's own goroutine lost its end (the goroutine is
+    // sequential: it would have returned first, e.g. a dial error before any response): close it
+    // here. Calls on other goroutines (spawned, or linked by Kraken identity) may outlive the
+    // request legitimately; they end on their own, or expire.
     let span_id = o.ctx.span_id;
     let orphans: Vec<u64> = p
         .clients
         .iter()
-        .filter(|(_, c)| c.parent == Some(span_id))
+        .filter(|(g, c)| **g == e.hdr.goid && c.parent == Some(span_id))
         .map(|(g, _)| *g)
         .collect();
     for g in orphans {
@@ -1214,6 +1217,29 @@ mod tests {
         assert_eq!(spans.len(), 2);
         assert!(spans.iter().all(|s| !s.sampled), "{spans:?}");
         assert_eq!(c.stats().kraken_noise, 1);
+    }
+
+    #[test]
+    fn calls_on_other_goroutines_may_outlive_their_request() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/"),
+                client(9, 5, 110), // started by the handler's goroutine, still running at its end
+                serve_end(5, 150, 200, ""),
+                client_end(9, 400, 200, false),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        let (server, late) = (&spans[0], &spans[1]);
+        assert_eq!(late.parent_span_id, Some(server.span_id));
+        assert_eq!(
+            late.status,
+            SpanStatus::Unset,
+            "a late call is not an error"
+        );
+        assert!(late.attr("kraken_tracer.incomplete").is_none());
     }
 
     #[test]

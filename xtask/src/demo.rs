@@ -24,6 +24,9 @@ pub struct Options {
     /// Exit when the traffic is done instead of keeping Jaeger up until Ctrl-C.
     #[arg(long)]
     pub no_wait: bool,
+    /// Trace a local Kraken cluster (agent, origin, tracker) instead of the Go fixture servers.
+    #[arg(long)]
+    pub kraken: bool,
 }
 
 /// Kills the child when dropped.
@@ -67,6 +70,34 @@ fn start_server(bin: &Path) -> Result<(Guard, String)> {
 
 pub fn main(opts: &Options) -> Result<()> {
     crate::setup::main(&crate::setup::Options::default())?;
+    if opts.kraken {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root())
+            .env(
+                "KRAKEN_TRACER_BIN",
+                root().join("target/release/kraken-tracer"),
+            )
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "tracer-it",
+                "--example",
+                "kraken_demo",
+            ]);
+        if opts.no_wait {
+            cmd.env("KRAKEN_TRACER_DEMO_NO_WAIT", "1");
+        }
+        run(Command::new("cargo").current_dir(root()).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "tracer-user",
+        ]))?;
+        return run(&mut cmd);
+    }
     step("build: kraken-tracer (release)");
     run(Command::new("cargo").current_dir(root()).args([
         "build",
