@@ -71,41 +71,14 @@ fn start_server(bin: &Path) -> Result<(Guard, String)> {
 pub fn main(opts: &Options) -> Result<()> {
     crate::setup::main(&crate::setup::Options::default())?;
     if opts.kraken {
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(root())
-            .env(
-                "KRAKEN_TRACER_BIN",
-                root().join("target/release/kraken-tracer"),
-            )
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "tracer-it",
-                "--example",
-                "kraken_demo",
-            ]);
-        if opts.no_wait {
-            cmd.env("KRAKEN_TRACER_DEMO_NO_WAIT", "1");
-        }
-        run(Command::new("cargo").current_dir(root()).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "tracer-user",
-        ]))?;
-        return run(&mut cmd);
+        let env: &[(&str, &str)] = if opts.no_wait {
+            &[("KRAKEN_TRACER_DEMO_NO_WAIT", "1")]
+        } else {
+            &[]
+        };
+        return crate::example("kraken_demo", env);
     }
-    step("build: kraken-tracer (release)");
-    run(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "tracer-user",
-    ]))?;
+    crate::util::build_release_tracer()?;
     let fixtures = crate::fixtures::build_all()?;
     let server = fixtures
         .iter()

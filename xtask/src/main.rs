@@ -40,33 +40,30 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fixtures => fixtures::build_all().map(|_| ()),
         Cmd::Test(o) => test::main(&o),
         Cmd::Demo(o) => demo::main(&o),
-        Cmd::ProbeCost => example("probe_cost"),
-        Cmd::Overhead => example("overhead"),
+        Cmd::ProbeCost => example("probe_cost", &[]),
+        Cmd::Overhead => example("overhead", &[]),
     }
 }
 
-/// Runs a benchmark example of the integration-test crate (release build).
-fn example(name: &str) -> anyhow::Result<()> {
-    util::run(
-        std::process::Command::new("cargo")
-            .current_dir(util::root())
-            .args(["build", "--release", "--locked", "-p", "tracer-user"]),
-    )?;
-    util::run(
-        std::process::Command::new("cargo")
-            .current_dir(util::root())
-            .env(
-                "KRAKEN_TRACER_BIN",
-                util::root().join("target/release/kraken-tracer"),
-            )
-            .args([
-                "run",
-                "--release",
-                "--locked",
-                "-p",
-                "tracer-it",
-                "--example",
-                name,
-            ]),
-    )
+/// Builds the release tracer, then runs an example of the integration-test crate with it
+/// (benchmarks, the Kraken demo), with extra environment variables.
+pub(crate) fn example(name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    util::build_release_tracer()?;
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.current_dir(util::root())
+        .env(
+            "KRAKEN_TRACER_BIN",
+            util::root().join("target/release/kraken-tracer"),
+        )
+        .envs(env.iter().copied())
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "tracer-it",
+            "--example",
+            name,
+        ]);
+    util::run(&mut cmd)
 }

@@ -42,6 +42,18 @@ pub fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `cargo build --release -p tracer-user`: the kraken-tracer binary with its eBPF object.
+pub fn build_release_tracer() -> Result<()> {
+    step("build: kraken-tracer (release)");
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "tracer-user",
+    ]))
+}
+
 pub fn step(msg: &str) {
     eprintln!("xtask: {msg}");
 }

@@ -21,7 +21,7 @@
 //! A function's size is the extent of its pc-value tables (pcsp), which is the size the linker
 //! records in `.symtab`; the distance to the next function also counts the alignment padding.
 
-use super::{Image, PF_W, SymbolError, read};
+use super::{Image, PF_W, Segment, SymbolError, read};
 
 /// Go 1.2–1.15 (not supported).
 pub const GO12_MAGIC: u32 = 0xffff_fffb;
@@ -382,11 +382,7 @@ pub(crate) fn scan_for_magic(image: Image<'_>) -> Option<(usize, usize)> {
         .iter()
         .filter(|s| !s.is_exec() && s.flags & PF_W == 0)
     {
-        let start = usize::try_from(seg.offset).ok()?;
-        let end = start
-            .checked_add(usize::try_from(seg.filesz).ok()?)?
-            .min(image.bytes.len());
-        let Some(bytes) = image.bytes.get(start..end) else {
+        let Some((start, bytes)) = segment_bytes(image, seg) else {
             continue;
         };
         let mut off = 0usize;
@@ -425,11 +421,7 @@ pub(crate) fn text_start_from_moduledata(
     let funcnametab = pclntab_vaddr.checked_add(header.funcname_offset)?;
     let first_entryoff = read::u32_at(pclntab, usize::try_from(header.pcln_offset).ok()?)?;
     for seg in image.segments.iter().filter(|s| s.flags & PF_W != 0) {
-        let start = usize::try_from(seg.offset).ok()?;
-        let end = start
-            .checked_add(usize::try_from(seg.filesz).ok()?)?
-            .min(image.bytes.len());
-        let Some(bytes) = image.bytes.get(start..end) else {
+        let Some((start, bytes)) = segment_bytes(image, seg) else {
             continue;
         };
         // Segment offsets and addresses agree modulo the page size, so file alignment is
@@ -451,6 +443,15 @@ pub(crate) fn text_start_from_moduledata(
         }
     }
     None
+}
+
+/// A segment's file offset and file-backed bytes (clamped to the file), if its offsets are sane.
+fn segment_bytes<'a>(image: Image<'a>, seg: &Segment) -> Option<(usize, &'a [u8])> {
+    let start = usize::try_from(seg.offset).ok()?;
+    let end = start
+        .checked_add(usize::try_from(seg.filesz).ok()?)?
+        .min(image.bytes.len());
+    Some((start, image.bytes.get(start..end)?))
 }
 
 #[cfg(test)]
