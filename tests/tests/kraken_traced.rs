@@ -12,6 +12,16 @@ use tracer_it::{
 
 const WAIT: Duration = Duration::from_secs(60);
 
+fn assert_nested(child: &Span, parent: &Span) {
+    assert!(
+        child.start_unix_nano >= parent.start_unix_nano
+            && child.end_unix_nano <= parent.end_unix_nano,
+        "{} not inside {}",
+        child.name,
+        parent.name
+    );
+}
+
 fn find(traces: &[Trace], pred: impl Fn(&Span) -> bool) -> Vec<(&Trace, &Span)> {
     traces
         .iter()
@@ -257,6 +267,45 @@ fn kraken_blob_download_is_traced() {
         );
         assert!(!a.attributes.contains_key("client.address"));
     }
+
+    // The origin's backend fetch, in the same trace: origin.blob_refresh (under the origin's
+    // metainfo handler) → cache.write (on the dedup worker) → backend.download (testfs GET).
+    let named = |n: &str| -> &Span {
+        trace
+            .spans
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no {n} in the download's trace: {trace:?}"))
+    };
+    let refresh = named("origin.blob_refresh");
+    let write = named("cache.write");
+    let backend = named("backend.download");
+    assert_eq!(refresh.service_name, "kraken-origin");
+    let refresh_parent = trace
+        .spans
+        .iter()
+        .find(|s| Some(s.span_id.as_str()) == refresh.parent_span_id.as_deref())
+        .expect("origin.blob_refresh has its parent in the trace");
+    assert!(
+        refresh_parent.attributes["url.path"].ends_with("/metainfo"),
+        "{refresh_parent:?}"
+    );
+    assert_eq!(
+        write.parent_span_id.as_deref(),
+        Some(refresh.span_id.as_str())
+    );
+    assert_eq!(
+        backend.parent_span_id.as_deref(),
+        Some(write.span_id.as_str())
+    );
+    assert_eq!(write.attributes["kraken.size"], (1u32 << 20).to_string());
+    assert_eq!(backend.attributes["kraken.backend_type"], "testfs");
+    assert_eq!(
+        backend.attributes["kraken.digest"],
+        format!("sha256:{digest}")
+    );
+    assert_nested(backend, write);
+    assert_nested(write, refresh);
 
     // The agent's announces run on a scheduler goroutine, not the handler's: the announcer
     // probe ties them to the download by digest, and the tracker's side is their child.

@@ -110,14 +110,20 @@ pub struct HttpClientEndEvent {
 /// Bytes kept of a Kraken digest's hex (sha256: 64).
 pub const DIGEST_LEN: usize = 72;
 
-/// `ProbeId::KrakenAnnounce` (this goroutine is about to announce this blob to the tracker) and
-/// `ProbeId::KrakenCached` (this blob's download is complete and moves into the agent's cache).
+/// The Kraken probes' event: `ProbeId::KrakenAnnounce` (this goroutine is about to announce this
+/// blob), `KrakenCached` (the blob's P2P download completed into the agent's cache),
+/// `KrakenRefresh` (the origin starts fetching the blob from its backend), `KrakenCacheWrite`
+/// (a worker starts writing it to the origin's cache), `KrakenRefreshDone` (that fetch ended;
+/// no digest: it is the worker's).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct KrakenDigestEvent {
     pub hdr: EventHeader,
     /// `core.Digest.hex`.
     pub digest_hex: GoStr<DIGEST_LEN>,
+    /// A probe-specific number: the blob size (KrakenCacheWrite), non-zero on error
+    /// (KrakenRefreshDone), else 0.
+    pub value: u64,
 }
 
 /// Offset of `EventHeader::probe` in every event; the decoder relies on it.

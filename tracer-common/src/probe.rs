@@ -16,6 +16,12 @@ pub enum ProbeId {
     KrakenAnnounce = 10,
     /// Kraken: `store.(*CADownloadStore).MoveDownloadFileToCache`: a download is complete.
     KrakenCached = 11,
+    /// Kraken: `blobrefresh.(*Refresher).Refresh`: an origin backend fetch starts.
+    KrakenRefresh = 12,
+    /// Kraken: `store.(*CAStore).WriteBlobToCacheWithMetaInfo`: the fetched blob's cache write.
+    KrakenCacheWrite = 13,
+    /// Kraken: return of `(*Refresher).download` inside `Refresh.func1`: the fetch ended.
+    KrakenRefreshDone = 14,
 }
 
 impl ProbeId {
@@ -26,6 +32,9 @@ impl ProbeId {
         ProbeId::HttpClientEnd,
         ProbeId::KrakenAnnounce,
         ProbeId::KrakenCached,
+        ProbeId::KrakenRefresh,
+        ProbeId::KrakenCacheWrite,
+        ProbeId::KrakenRefreshDone,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -36,6 +45,9 @@ impl ProbeId {
             4 => Some(ProbeId::HttpClientEnd),
             10 => Some(ProbeId::KrakenAnnounce),
             11 => Some(ProbeId::KrakenCached),
+            12 => Some(ProbeId::KrakenRefresh),
+            13 => Some(ProbeId::KrakenCacheWrite),
+            14 => Some(ProbeId::KrakenRefreshDone),
             _ => None,
         }
     }
@@ -115,6 +127,32 @@ pub const PROBES: &[ProbeSpec] = &[
         go_symbol: "github.com/uber/kraken/lib/store.(*CADownloadStore).MoveDownloadFileToCache",
         program: "kraken_cached",
         site: Site::Entry { reads_args: true },
+        optional: true,
+        kraken_only: true,
+    },
+    ProbeSpec {
+        id: ProbeId::KrakenRefresh,
+        go_symbol: "github.com/uber/kraken/lib/blobrefresh.(*Refresher).Refresh",
+        program: "kraken_refresh",
+        site: Site::Entry { reads_args: true },
+        optional: true,
+        kraken_only: true,
+    },
+    ProbeSpec {
+        id: ProbeId::KrakenCacheWrite,
+        go_symbol: "github.com/uber/kraken/lib/store.(*CAStore).WriteBlobToCacheWithMetaInfo",
+        program: "kraken_cache_write",
+        site: Site::Entry { reads_args: true },
+        optional: true,
+        kraken_only: true,
+    },
+    ProbeSpec {
+        id: ProbeId::KrakenRefreshDone,
+        go_symbol: "github.com/uber/kraken/lib/blobrefresh.(*Refresher).Refresh.func1",
+        program: "kraken_refresh_done",
+        site: Site::AfterCall {
+            callee: "github.com/uber/kraken/lib/blobrefresh.(*Refresher).download",
+        },
         optional: true,
         kraken_only: true,
     },

@@ -18,9 +18,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use tracer_common::probe::ProbeId;
+
 use crate::{
     clock::{Clock, to_wall},
-    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenDigest},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
     sample::RatioSampler,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
 };
@@ -105,6 +107,11 @@ struct Process {
     parents: HashMap<u64, u64>,
     /// Kraken: goid → the blob its announcer is about to announce.
     announcing: HashMap<u64, String>,
+    /// Kraken origin: open `cache.write` spans, by the worker goroutine writing.
+    internal: HashMap<u64, Open>,
+    /// Kraken origin: open `origin.blob_refresh` spans, by digest (they start on a handler
+    /// goroutine and end on a worker's).
+    refreshes: HashMap<String, Open>,
 }
 
 /// How long after a client request starts a matching server request may start and be linked.
@@ -149,7 +156,7 @@ impl Correlator {
     pub fn open_spans(&self) -> usize {
         self.processes
             .values()
-            .map(|p| p.servers.len() + p.clients.len())
+            .map(|p| p.servers.len() + p.clients.len() + p.internal.len() + p.refreshes.len())
             .sum()
     }
 
@@ -163,6 +170,8 @@ impl Correlator {
                 clients: HashMap::new(),
                 parents: HashMap::new(),
                 announcing: HashMap::new(),
+                internal: HashMap::new(),
+                refreshes: HashMap::new(),
             },
         );
     }
@@ -170,7 +179,8 @@ impl Correlator {
     /// Forgets a process (it exited); its open spans are counted as expired.
     pub fn forget(&mut self, pid: u32) {
         if let Some(p) = self.processes.remove(&pid) {
-            self.stats.expired += (p.servers.len() + p.clients.len()) as u64;
+            self.stats.expired +=
+                (p.servers.len() + p.clients.len() + p.internal.len() + p.refreshes.len()) as u64;
         }
     }
 
@@ -207,8 +217,7 @@ impl Correlator {
             Event::HttpServeEnd(e) => server_end(proc_, cx, e, out),
             Event::HttpClient(e) => client_start(proc_, cx, e),
             Event::HttpClientEnd(e) => client_end(proc_, cx, e, out),
-            Event::KrakenAnnounce(e) => kraken_announce(proc_, &cx, e),
-            Event::KrakenCached(e) => kraken_cached(proc_, e),
+            Event::Kraken(e) => kraken_event(proc_, cx, e, out),
         }
     }
 
@@ -268,11 +277,14 @@ impl Correlator {
         let max_age = u64::try_from(self.limits.max_age.as_nanos()).unwrap_or(u64::MAX);
         let cutoff = mono_now.saturating_sub(max_age);
         for p in self.processes.values_mut() {
-            for map in [&mut p.servers, &mut p.clients] {
+            for map in [&mut p.servers, &mut p.clients, &mut p.internal] {
                 let before = map.len();
                 map.retain(|_, o| o.start_ns >= cutoff);
                 self.stats.expired += (before - map.len()) as u64;
             }
+            let before = p.refreshes.len();
+            p.refreshes.retain(|_, o| o.start_ns >= cutoff);
+            self.stats.expired += (before - p.refreshes.len()) as u64;
         }
     }
 }
@@ -522,6 +534,11 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
             _ => break,
         }
     }
+    if parent.is_none() {
+        // Work inside an open internal span on this goroutine (Kraken: the origin's cache write
+        // streams the backend download).
+        parent = p.internal.get(&goid).map(|o| o.ctx);
+    }
     let announced = p.announcing.remove(&goid);
     if parent.is_none() && p.profile == Profile::Kraken {
         // Kraken announces run on scheduler goroutines, not the handler's: link them to the
@@ -604,24 +621,107 @@ fn client_end(
     out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
 }
 
-/// A download completed into the agent's cache: remember when, on the open download of that blob.
-fn kraken_cached(p: &mut Process, e: &KrakenDigest) {
+fn kraken_event(
+    p: &mut Process,
+    mut cx: Cx<'_>,
+    e: &KrakenEvent,
+    out: &mut impl FnMut(SpanRecord),
+) {
     let digest = format!("sha256:{}", e.digest_hex.text);
-    for s in p
-        .servers
-        .values_mut()
-        .filter(|s| s.digest.as_deref() == Some(digest.as_str()))
-    {
-        s.completed_ns.get_or_insert(e.hdr.ktime_ns);
+    let t = e.hdr.ktime_ns;
+    match e.hdr.probe {
+        // The announcer is about to announce this blob from this goroutine.
+        ProbeId::KrakenAnnounce => {
+            if p.announcing.len() >= cx.limits.max_parents
+                && !p.announcing.contains_key(&e.hdr.goid)
+            {
+                p.announcing.clear();
+            }
+            p.announcing.insert(e.hdr.goid, digest);
+        }
+        // A P2P download completed into the agent's cache: note when, on its open download.
+        ProbeId::KrakenCached => {
+            for s in p
+                .servers
+                .values_mut()
+                .filter(|s| s.digest.as_deref() == Some(digest.as_str()))
+            {
+                s.completed_ns.get_or_insert(t);
+            }
+        }
+        // The origin starts a backend fetch (on the handler's goroutine; a repeat while one is
+        // in flight is Kraken's dedup answering "pending": keep the first).
+        ProbeId::KrakenRefresh => {
+            if p.refreshes.contains_key(&digest) {
+                return;
+            }
+            let parent = p.servers.get(&e.hdr.goid).map(|s| s.ctx);
+            let (ctx, parent_id) = match parent {
+                Some(pc) => (cx.child(&pc), Some(pc.span_id)),
+                None => (cx.root(), None),
+            };
+            let open = internal_open(ctx, parent_id, t, "origin.blob_refresh", &digest, vec![]);
+            p.refreshes.insert(digest, open);
+        }
+        // A worker writes the fetched blob into the cache (the backend download streams inside).
+        ProbeId::KrakenCacheWrite => {
+            let parent = p.refreshes.get(&digest).map(|r| r.ctx);
+            let (ctx, parent_id) = match parent {
+                Some(pc) => (cx.child(&pc), Some(pc.span_id)),
+                None => (cx.root(), None),
+            };
+            let size = i64::try_from(e.value).unwrap_or(i64::MAX);
+            let open = internal_open(
+                ctx,
+                parent_id,
+                t,
+                "cache.write",
+                &digest,
+                vec![("kraken.size", size.into())],
+            );
+            let goid = e.hdr.goid;
+            cx.insert(&mut p.internal, goid, open);
+        }
+        // The worker's fetch returned: end its cache write and the refresh of that blob.
+        ProbeId::KrakenRefreshDone => {
+            let Some(write) = p.internal.remove(&e.hdr.goid) else {
+                cx.stats.unmatched_ends += 1;
+                return;
+            };
+            let status = if e.value == 0 {
+                SpanStatus::Unset
+            } else {
+                SpanStatus::Error("backend fetch failed".into())
+            };
+            let refresh = write.digest.as_ref().and_then(|d| p.refreshes.remove(d));
+            out(cx.finish(p, write, t, status.clone(), SpanKind::Internal));
+            if let Some(r) = refresh {
+                out(cx.finish(p, r, t, status, SpanKind::Internal));
+            }
+        }
+        _ => {}
     }
 }
 
-fn kraken_announce(p: &mut Process, cx: &Cx<'_>, e: &KrakenDigest) {
-    if p.announcing.len() >= cx.limits.max_parents && !p.announcing.contains_key(&e.hdr.goid) {
-        p.announcing.clear();
+/// An open INTERNAL span of the Kraken layer.
+fn internal_open(
+    ctx: Ctx,
+    parent: Option<[u8; 8]>,
+    start_ns: u64,
+    name: &str,
+    digest: &str,
+    mut attributes: Vec<(&'static str, AttrValue)>,
+) -> Open {
+    attributes.push(("kraken.digest", digest.into()));
+    Open {
+        ctx,
+        parent,
+        start_ns,
+        name: name.to_owned(),
+        attributes,
+        digest: Some(digest.to_owned()),
+        completed_ns: None,
     }
-    p.announcing
-        .insert(e.hdr.goid, format!("sha256:{}", e.digest_hex.text));
 }
 
 /// "GET /items/{id}" or "example.com/items/" (Go ServeMux patterns) → the path part.
@@ -1002,7 +1102,7 @@ mod tests {
             Event::HttpServeEnd(e) => e.hdr.tgid = tgid,
             Event::HttpClient(e) => e.hdr.tgid = tgid,
             Event::HttpClientEnd(e) => e.hdr.tgid = tgid,
-            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => e.hdr.tgid = tgid,
+            Event::Kraken(e) => e.hdr.tgid = tgid,
         }
         ev
     }
@@ -1014,9 +1114,10 @@ mod tests {
         c.register(10, res, Profile::Kraken);
         let hex = "ab".repeat(32);
         let announce = |goid, t| {
-            Event::KrakenAnnounce(KrakenDigest {
+            Event::Kraken(KrakenEvent {
                 hdr: hdr(ProbeId::KrakenAnnounce, goid, t),
                 digest_hex: cap(&hex),
+                value: 0,
             })
         };
         let post = |goid, t| {
@@ -1153,9 +1254,10 @@ mod tests {
         c.register(10, res, Profile::Kraken);
         let hex = "cd".repeat(32);
         let path = format!("/namespace/ns/blobs/sha256:{hex}");
-        let cached = Event::KrakenCached(KrakenDigest {
+        let cached = Event::Kraken(KrakenEvent {
             hdr: hdr(ProbeId::KrakenCached, 44, 2_000_000_100),
             digest_hex: cap(&hex),
+            value: 0,
         });
         let spans = run(
             &mut c,
@@ -1240,6 +1342,75 @@ mod tests {
             "a late call is not an error"
         );
         assert!(late.attr("kraken_tracer.incomplete").is_none());
+    }
+
+    #[test]
+    fn origin_refresh_cache_write_and_backend_download() {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        let hex = "ef".repeat(32);
+        let kev = |probe, goid, t, digest: &str, value| {
+            Event::Kraken(KrakenEvent {
+                hdr: hdr(probe, goid, t),
+                digest_hex: cap(digest),
+                value,
+            })
+        };
+        let mut get = client(40, 8, 130);
+        if let Event::HttpClient(e) = &mut get {
+            e.method = cap("GET");
+            e.host = cap("localhost:14000");
+            e.path = cap(&format!("/files/blobs/{hex}"));
+        }
+        let spans = run(
+            &mut c,
+            &[
+                serve(
+                    5,
+                    100,
+                    &format!("/internal/namespace/ns/blobs/sha256:{hex}/metainfo"),
+                ),
+                kev(ProbeId::KrakenRefresh, 5, 110, &hex, 0),
+                kev(ProbeId::KrakenRefresh, 5, 115, &hex, 0), // "pending" repeat: ignored
+                serve_end(5, 120, 202, ""),
+                kev(ProbeId::KrakenCacheWrite, 40, 125, &hex, 4096), // worker goroutine 40
+                get,
+                client_end(40, 180, 200, false),
+                kev(ProbeId::KrakenRefreshDone, 40, 190, "", 0),
+            ],
+        );
+        let by_name = |n: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("{n}: {spans:?}"))
+        };
+        let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+        let refresh = by_name("origin.blob_refresh");
+        let write = by_name("cache.write");
+        let backend = by_name("backend.download");
+        assert_eq!(refresh.parent_span_id, Some(server.span_id));
+        assert_eq!(write.parent_span_id, Some(refresh.span_id));
+        assert_eq!(backend.parent_span_id, Some(write.span_id));
+        assert!(spans.iter().all(|s| s.trace_id == server.trace_id));
+        assert_eq!(write.attr("kraken.size"), Some(&AttrValue::Int(4096)));
+        assert_eq!(
+            backend.attr("kraken.backend_type"),
+            Some(&AttrValue::Str("testfs".into()))
+        );
+        assert_eq!(
+            refresh.end.duration_since(refresh.start).unwrap(),
+            Duration::from_nanos(80)
+        );
+        assert_eq!(
+            spans
+                .iter()
+                .filter(|s| s.name == "origin.blob_refresh")
+                .count(),
+            1
+        );
+        assert_eq!(c.open_spans(), 0);
     }
 
     #[test]

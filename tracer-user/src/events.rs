@@ -31,8 +31,8 @@ pub enum Event {
     HttpServeEnd(HttpServeEnd),
     HttpClient(HttpClient),
     HttpClientEnd(HttpClientEnd),
-    KrakenAnnounce(KrakenDigest),
-    KrakenCached(KrakenDigest),
+    /// One of the Kraken probes (`hdr.probe` tells which).
+    Kraken(KrakenEvent),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,18 +93,20 @@ pub struct HttpClientEnd {
     pub error: bool,
 }
 
-/// A Kraken event naming a blob: the announcer is about to announce it (on this goroutine), or
-/// its download completed into the agent's cache.
+/// A Kraken probe's event (see `tracer_common::event::KrakenDigestEvent`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KrakenDigest {
+pub struct KrakenEvent {
     pub hdr: Header,
+    /// The blob's digest hex (empty for `KrakenRefreshDone`).
     pub digest_hex: Captured,
+    /// Blob size (`KrakenCacheWrite`), non-zero on error (`KrakenRefreshDone`), else 0.
+    pub value: u64,
 }
 
 impl Event {
     pub fn header(&self) -> &Header {
         match self {
-            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => &e.hdr,
+            Event::Kraken(e) => &e.hdr,
             Event::HttpServe(e) => &e.hdr,
             Event::HttpServeEnd(e) => &e.hdr,
             Event::HttpClient(e) => &e.hdr,
@@ -191,18 +193,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 path: captured(&e.path),
             }))
         }
-        ProbeId::KrakenAnnounce | ProbeId::KrakenCached => {
+        ProbeId::KrakenAnnounce
+        | ProbeId::KrakenCached
+        | ProbeId::KrakenRefresh
+        | ProbeId::KrakenCacheWrite
+        | ProbeId::KrakenRefreshDone => {
             sized(size_of::<KrakenDigestEvent>())?;
             let e: KrakenDigestEvent = read_pod(bytes).ok_or_else(short)?;
-            let k = KrakenDigest {
+            Ok(Event::Kraken(KrakenEvent {
                 hdr,
                 digest_hex: captured(&e.digest_hex),
-            };
-            Ok(if probe == ProbeId::KrakenCached {
-                Event::KrakenCached(k)
-            } else {
-                Event::KrakenAnnounce(k)
-            })
+                value: e.value,
+            }))
         }
         ProbeId::HttpClientEnd => {
             sized(size_of::<HttpClientEndEvent>())?;
@@ -259,9 +261,7 @@ impl fmt::Display for Event {
                 e.parent_goid, e.method.text, e.scheme.text, e.host.text, e.path.text
             ),
             Event::HttpClientEnd(e) => write!(f, " status={} error={}", e.status, e.error),
-            Event::KrakenAnnounce(e) | Event::KrakenCached(e) => {
-                write!(f, " digest=sha256:{}", e.digest_hex.text)
-            }
+            Event::Kraken(e) => write!(f, " digest=sha256:{} value={}", e.digest_hex.text, e.value),
         }
     }
 }

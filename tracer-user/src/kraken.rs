@@ -70,7 +70,11 @@ const ROUTES: &[Route] = &[
     r("PUT", "/tags/{tag}/digest/{digest}"),
     r("POST", "/remotes/tags/{tag}"),
     r("GET", "/preload/tags/{tag}"),
-    // testfs backend
+    // testfs backend: the origin's GET of a blob is the seed's backend.download.
+    Route {
+        client_name: Some("backend.download"),
+        ..r("GET", "/files/blobs/{hex}")
+    },
     r("", "/files/blobs/{hex}"),
     r("", "/files/{path}"),
     r("GET", "/list/{path}"),
@@ -200,6 +204,19 @@ pub fn enrich(span: &mut SpanRecord) {
         SpanKind::Internal => None,
     };
     span.name = seed.map_or_else(|| format!("{method} {}", m.route.template), str::to_owned);
+    if span.name == "backend.download" {
+        let ms = span
+            .end
+            .duration_since(span.start)
+            .unwrap_or_default()
+            .as_millis();
+        span.attributes
+            .push(("kraken.backend_type", "testfs".into()));
+        span.attributes.push((
+            "kraken.duration_ms",
+            i64::try_from(ms).unwrap_or(i64::MAX).into(),
+        ));
+    }
     for (name, value) in m.params {
         match name {
             "namespace" => span

@@ -7,6 +7,12 @@
 //!
 //! `lib/store.(*CADownloadStore).MoveDownloadFileToCache(name string)`: s in RAX, name (the
 //! digest's hex) in RBX/RCX: the moment a P2P download completes into the agent's cache.
+//!
+//! Origin backend fetch: `lib/blobrefresh.(*Refresher).Refresh(namespace string, d core.Digest,
+//! hooks ...PostHook)`: namespace in RBX/RCX, d.algo RDI/RSI, d.hex R8/R9 (hooks on the stack);
+//! on a dedup worker goroutine `lib/store.(*CAStore).WriteBlobToCacheWithMetaInfo(name string,
+//! size uint64, …)`: name in RBX/RCX, size in RDI; and after `call (*Refresher).download` in
+//! `Refresh.func1`, download's error (itab) in RAX.
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{event::KrakenDigestEvent, probe::ProbeId};
@@ -15,29 +21,58 @@ use crate::{goabi, gostr::copy_string, maps, probes};
 
 #[uprobe]
 pub fn kraken_announce(ctx: ProbeContext) -> u32 {
-    let _ = digest_event(&ctx, ProbeId::KrakenAnnounce, 3);
+    let _ = digest_event(&ctx, ProbeId::KrakenAnnounce, Some(3), None);
     0
 }
 
 #[uprobe]
 pub fn kraken_cached(ctx: ProbeContext) -> u32 {
-    let _ = digest_event(&ctx, ProbeId::KrakenCached, 1);
+    let _ = digest_event(&ctx, ProbeId::KrakenCached, Some(1), None);
     0
 }
 
-/// Emits the digest hex passed as a Go string in argument registers `arg` and `arg + 1`.
+#[uprobe]
+pub fn kraken_refresh(ctx: ProbeContext) -> u32 {
+    let _ = digest_event(&ctx, ProbeId::KrakenRefresh, Some(5), None);
+    0
+}
+
+#[uprobe]
+pub fn kraken_cache_write(ctx: ProbeContext) -> u32 {
+    let _ = digest_event(&ctx, ProbeId::KrakenCacheWrite, Some(1), Some(3));
+    0
+}
+
+#[uprobe]
+pub fn kraken_refresh_done(ctx: ProbeContext) -> u32 {
+    let _ = digest_event(&ctx, ProbeId::KrakenRefreshDone, None, Some(0));
+    0
+}
+
+/// Emits a Kraken event: the digest hex passed as a Go string in argument registers
+/// `digest_arg` and `digest_arg + 1`, and the integer in register `value_arg`.
 #[inline(always)]
-fn digest_event(ctx: &ProbeContext, probe: ProbeId, arg: usize) -> Option<()> {
+fn digest_event(
+    ctx: &ProbeContext,
+    probe: ProbeId,
+    digest_arg: Option<usize>,
+    value_arg: Option<usize>,
+) -> Option<()> {
     let hit = probes::hit(ctx, probe)?;
     let mut entry = probes::reserve::<KrakenDigestEvent>()?;
     let ev = entry.as_mut_ptr();
     unsafe {
         (*ev).hdr = hit.hdr;
-        copy_string(
-            goabi::arg(ctx, arg),
-            goabi::arg(ctx, arg + 1),
-            &mut (*ev).digest_hex,
-        );
+        (*ev).digest_hex.len = 0;
+        (*ev).digest_hex.read_error = 0;
+        if let Some(arg) = digest_arg {
+            copy_string(
+                goabi::arg(ctx, arg),
+                goabi::arg(ctx, arg + 1),
+                &mut (*ev).digest_hex,
+            );
+        }
+        (*ev).value = value_arg.map_or(0, |a| goabi::arg(ctx, a));
     }
     entry.submit(maps::submit_flags());
     Some(())
