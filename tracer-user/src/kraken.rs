@@ -27,6 +27,18 @@ const fn r(method: &'static str, template: &'static str) -> Route {
 }
 
 const ROUTES: &[Route] = &[
+    // Docker registry v2 (agent: pulls; `{repo...}` spans several segments: library/ubuntu).
+    Route {
+        server_name: Some("agent.download_blob"),
+        ..r("GET", "/v2/{repo...}/blobs/{digest}")
+    },
+    r("HEAD", "/v2/{repo...}/blobs/{digest}"),
+    r("GET", "/v2/{repo...}/manifests/{reference}"),
+    r("HEAD", "/v2/{repo...}/manifests/{reference}"),
+    r("POST", "/v2/{repo...}/blobs/uploads/"),
+    r("PATCH", "/v2/{repo...}/blobs/uploads/{uid}"),
+    r("PUT", "/v2/{repo...}/blobs/uploads/{uid}"),
+    r("PUT", "/v2/{repo...}/manifests/{reference}"),
     // agent API and origin: blob download (the agent's is the seed's entry span).
     Route {
         server_name: Some("agent.download_blob"),
@@ -97,6 +109,21 @@ fn match_route<'p>(method: &str, path: &'p str) -> Option<Match<'p>> {
         let mut params = Vec::new();
         let mut i = 0;
         for (k, t) in tmpl.iter().enumerate() {
+            if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix("...}")) {
+                // Greedy multi-segment parameter: the template's remaining segments take the tail.
+                let rest = tmpl.len() - k - 1;
+                let end = segs.len().checked_sub(rest)?;
+                if end <= i || segs.get(i..end)?.iter().any(|seg| seg.is_empty()) {
+                    return None;
+                }
+                let first = segs.get(i)?;
+                let start = first.as_ptr() as usize - path.as_ptr() as usize;
+                let last = segs.get(end - 1)?;
+                let stop = last.as_ptr() as usize - path.as_ptr() as usize + last.len();
+                params.push((name, path.get(start..stop)?));
+                i = end;
+                continue;
+            }
             if *t == "{path}" && k == tmpl.len() - 1 {
                 let rest = segs.get(i..)?.join("/");
                 // A borrowed slice of the original path for the rest.
@@ -235,6 +262,13 @@ pub fn enrich(span: &mut SpanRecord) {
                 .attributes
                 .push(("kraken.upload_id", value.to_owned().into())),
             "tag" => span.attributes.push(("kraken.tag", unescape(value).into())),
+            // Kraken uses the repository as the blob's namespace on registry pulls.
+            "repo" => span
+                .attributes
+                .push(("kraken.namespace", unescape(value).into())),
+            "reference" => span
+                .attributes
+                .push(("kraken.reference", unescape(value).into())),
             "remote" => span
                 .attributes
                 .push(("kraken.remote", unescape(value).into())),
@@ -378,6 +412,48 @@ mod tests {
         ));
         assert!(!is_announce("/announced"));
         assert!(is_noise("/health") && is_noise("/readiness") && !is_noise("/healthz/x"));
+    }
+
+    #[test]
+    fn registry_pulls_with_multi_segment_repositories() {
+        let mut s = span(
+            SpanKind::Server,
+            "GET",
+            "url.path",
+            &format!("/v2/library/ubuntu/blobs/sha256:{HEX}"),
+        );
+        enrich(&mut s);
+        assert_eq!(s.name, "agent.download_blob");
+        assert_eq!(
+            s.attr("http.route"),
+            Some(&AttrValue::Str("/v2/{repo...}/blobs/{digest}".into()))
+        );
+        assert_eq!(
+            s.attr("kraken.namespace"),
+            Some(&AttrValue::Str("library/ubuntu".into()))
+        );
+        assert_eq!(
+            s.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{HEX}")))
+        );
+        let mut m = span(
+            SpanKind::Server,
+            "GET",
+            "url.path",
+            "/v2/a/b/c/manifests/v1",
+        );
+        enrich(&mut m);
+        assert_eq!(m.name, "GET /v2/{repo...}/manifests/{reference}");
+        assert_eq!(
+            m.attr("kraken.namespace"),
+            Some(&AttrValue::Str("a/b/c".into()))
+        );
+        for bad in ["/v2/blobs/x", "/v2//blobs/x", "/v2/r/blobs/"] {
+            let mut b = span(SpanKind::Server, "GET", "url.path", bad);
+            let before = b.clone();
+            enrich(&mut b);
+            assert_eq!(b, before, "{bad}");
+        }
     }
 
     #[test]
