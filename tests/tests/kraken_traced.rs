@@ -300,12 +300,43 @@ fn kraken_blob_download_is_traced() {
     );
     assert_eq!(write.attributes["kraken.size"], (1u32 << 20).to_string());
     assert_eq!(backend.attributes["kraken.backend_type"], "testfs");
+    assert_eq!(backend.attributes["kraken.backend_root"], "blobs");
+    assert!(
+        backend.attributes["kraken.duration_ms"]
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert_eq!(write.attributes["kraken.cache_file"], digest);
     assert_eq!(
         backend.attributes["kraken.digest"],
         format!("sha256:{digest}")
     );
     assert_nested(backend, write);
     assert_nested(write, refresh);
+
+    // Timestamps nest across the whole trace, across three processes: no span starts before its
+    // parent; only Kraken's asynchronous work may end after its parent: the announces (they
+    // outlive the download) and the origin's backend fetch (its handler answers 202 at once).
+    const ASYNC: [&str; 2] = ["announce.request", "origin.blob_refresh"];
+    for span in &trace.spans {
+        let Some(parent) = span.parent_span_id.as_deref().and_then(|p| by_id.get(p)) else {
+            continue;
+        };
+        assert!(
+            span.start_unix_nano >= parent.start_unix_nano,
+            "{} starts before {}",
+            span.name,
+            parent.name
+        );
+        if !ASYNC.contains(&span.name.as_str()) {
+            assert!(
+                span.end_unix_nano <= parent.end_unix_nano,
+                "{} ends after {}",
+                span.name,
+                parent.name
+            );
+        }
+    }
 
     // The agent's announces run on a scheduler goroutine, not the handler's: the announcer
     // probe ties them to the download by digest, and the tracker's side is their child.
@@ -325,6 +356,14 @@ fn kraken_blob_download_is_traced() {
         .find(|s| s.parent_span_id.as_deref() == Some(announce.span_id.as_str()))
         .expect("tracker.announce under announce.request");
     assert_eq!(tracker_side.name, "tracker.announce");
+    assert_eq!(
+        announce.attributes["kraken.digest"],
+        format!("sha256:{digest}")
+    );
+    assert_eq!(
+        tracker_side.attributes["kraken.digest"],
+        format!("sha256:{digest}")
+    );
     assert_eq!(tracker_side.service_name, "kraken-tracker");
     assert_eq!(
         tracker_side.attributes["kraken.info_hash"],

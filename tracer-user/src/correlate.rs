@@ -237,7 +237,13 @@ impl Correlator {
 
     /// The context of the oldest client span, open in another process, that sent this request
     /// shortly before; it is consumed (one client request, one server request).
-    fn take_outbound(&mut self, tgid: u32, method: &str, path: &str, start_ns: u64) -> Option<Ctx> {
+    fn take_outbound(
+        &mut self,
+        tgid: u32,
+        method: &str,
+        path: &str,
+        start_ns: u64,
+    ) -> Option<(Ctx, Option<String>)> {
         let key = (method.to_owned(), path.to_owned());
         let q = self.outbound.get_mut(&key)?;
         let mut found = None;
@@ -251,7 +257,7 @@ impl Correlator {
                 .get(&ctgid)
                 .and_then(|p| p.clients.get(&goid))
                 .filter(|c| c.start_ns == cstart)
-                .map(|c| c.ctx);
+                .map(|c| (c.ctx, c.digest.clone()));
             let Some(ctx) = open else {
                 q.remove(i); // ended, evicted or expired: stale
                 continue;
@@ -358,7 +364,12 @@ impl Cx<'_> {
     }
 }
 
-fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<Ctx>) {
+fn server_start(
+    p: &mut Process,
+    mut cx: Cx<'_>,
+    e: &HttpServe,
+    remote: Option<(Ctx, Option<String>)>,
+) {
     let mut attributes: Vec<(&'static str, AttrValue)> = vec![
         ("http.request.method", e.method.text.clone().into()),
         ("url.path", e.path().into()),
@@ -380,13 +391,21 @@ fn server_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpServe, remote: Option<C
             attributes.push(("client.port", port.into()));
         }
     }
+    let (remote, remote_digest) = remote.map_or((None, None), |(c, d)| (Some(c), d));
     let (ctx, parent) = match remote {
         Some(client) => (cx.child(&client), Some(client.span_id)),
         None => (cx.root(), None),
     };
-    let digest = (p.profile == Profile::Kraken)
+    let mut digest = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
         .flatten();
+    if digest.is_none() && p.profile == Profile::Kraken {
+        // The request doesn't name its blob (a tracker announce), but its caller's span did.
+        if let Some(d) = remote_digest {
+            attributes.push(("kraken.digest", d.clone().into()));
+            digest = Some(d);
+        }
+    }
     let mut ctx = ctx;
     if parent.is_none() && p.profile == Profile::Kraken && crate::kraken::is_noise(e.path()) {
         ctx.sampled = false;
@@ -566,6 +585,11 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         ctx.sampled = false;
         cx.stats.kraken_announces_unlinked += 1;
     }
+    let digest = if p.profile == Profile::Kraken {
+        announced
+    } else {
+        None
+    };
     let (host, port) = split_host_port(&e.host.text).unwrap_or((e.host.text.as_str(), None));
     let port = port.or(match e.scheme.text.as_str() {
         "https" => Some(443),
@@ -584,13 +608,16 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     if let Some(port) = port {
         attributes.push(("server.port", port.into()));
     }
+    if let Some(d) = &digest {
+        attributes.push(("kraken.digest", d.clone().into()));
+    }
     let open = Open {
         ctx,
         parent: parent_id,
         start_ns: e.hdr.ktime_ns,
         name: e.method.text.clone(),
         attributes,
-        digest: None,
+        digest,
         completed_ns: None,
     };
     cx.insert(&mut p.clients, goid, open);
@@ -677,7 +704,11 @@ fn kraken_event(
                 t,
                 "cache.write",
                 &digest,
-                vec![("kraken.size", size.into())],
+                vec![
+                    ("kraken.size", size.into()),
+                    // The file the origin's CAStore writes, under its cache directory.
+                    ("kraken.cache_file", e.digest_hex.text.clone().into()),
+                ],
             );
             let goid = e.hdr.goid;
             cx.insert(&mut p.internal, goid, open);
@@ -1149,6 +1180,10 @@ mod tests {
             .find(|s| s.name == "announce.request" && s.parent_span_id.is_some())
             .unwrap();
         assert_eq!(linked.parent_span_id, Some(download.span_id));
+        assert_eq!(
+            linked.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{hex}")))
+        );
         assert_eq!(linked.trace_id, download.trace_id);
         let again = spans
             .iter()
@@ -1395,6 +1430,14 @@ mod tests {
         assert_eq!(backend.parent_span_id, Some(write.span_id));
         assert!(spans.iter().all(|s| s.trace_id == server.trace_id));
         assert_eq!(write.attr("kraken.size"), Some(&AttrValue::Int(4096)));
+        assert_eq!(
+            write.attr("kraken.cache_file"),
+            Some(&AttrValue::Str(hex.clone()))
+        );
+        assert_eq!(
+            backend.attr("kraken.backend_root"),
+            Some(&AttrValue::Str("blobs".into()))
+        );
         assert_eq!(
             backend.attr("kraken.backend_type"),
             Some(&AttrValue::Str("testfs".into()))

@@ -239,6 +239,9 @@ pub fn enrich(span: &mut SpanRecord) {
             .as_millis();
         span.attributes
             .push(("kraken.backend_type", "testfs".into()));
+        // testfs keeps blobs under /files/<root>/<hex>: the root is the "bucket".
+        span.attributes
+            .push(("kraken.backend_root", "blobs".into()));
         span.attributes.push((
             "kraken.duration_ms",
             i64::try_from(ms).unwrap_or(i64::MAX).into(),
