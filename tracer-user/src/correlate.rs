@@ -541,22 +541,24 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         }
         p.parents.insert(goid, e.parent_goid);
     }
+    // The innermost open span on this goroutine wins: a server span, else an internal span
+    // (Kraken: the origin's cache write streams the backend download); only then the spans of
+    // the goroutines that started this one.
+    let mut parent = p
+        .servers
+        .get(&goid)
+        .or_else(|| p.internal.get(&goid))
+        .map(|o| o.ctx);
     let mut g = goid;
-    let mut parent = None;
     for _ in 0..MAX_ANCESTRY {
-        if let Some(s) = p.servers.get(&g) {
-            parent = Some(s.ctx);
+        if parent.is_some() {
             break;
         }
         match p.parents.get(&g) {
             Some(&pg) if pg != 0 && pg != g => g = pg,
             _ => break,
         }
-    }
-    if parent.is_none() {
-        // Work inside an open internal span on this goroutine (Kraken: the origin's cache write
-        // streams the backend download).
-        parent = p.internal.get(&goid).map(|o| o.ctx);
+        parent = p.servers.get(&g).map(|s| s.ctx);
     }
     let announced = p.announcing.remove(&goid);
     if parent.is_none() && p.profile == Profile::Kraken {
@@ -1454,6 +1456,33 @@ mod tests {
             1
         );
         assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn same_goroutine_internal_span_beats_an_open_parent_goroutine_server() {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        let hex = "aa".repeat(32);
+        let write = Event::Kraken(KrakenEvent {
+            hdr: hdr(ProbeId::KrakenCacheWrite, 40, 105),
+            digest_hex: cap(&hex),
+            value: 1,
+        });
+        // Worker 40 was started by handler 5, whose server span is still open.
+        let spans = run(
+            &mut c,
+            &[
+                serve(5, 100, "/x"),
+                write,
+                client(40, 5, 110),
+                client_end(40, 120, 200, false),
+                serve_end(5, 130, 202, ""),
+            ],
+        );
+        let cl = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+        let open_write = c.processes[&10].internal.get(&40).unwrap();
+        assert_eq!(cl.parent_span_id, Some(open_write.ctx.span_id));
     }
 
     #[test]

@@ -69,6 +69,7 @@ const ROUTES: &[Route] = &[
     r("PATCH", "/internal/blobs/{digest}/uploads/{uid}"),
     r("PUT", "/internal/blobs/{digest}/uploads/{uid}"),
     r("GET", "/blobs/{digest}/locations"),
+    r("GET", "/internal/peercontext"),
     r("DELETE", "/blobs/{digest}"),
     // tracker
     Route {
