@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tracer_it::{
-    TracerProcess,
     jaeger::Jaeger,
     kraken::{self, Cluster, Component},
     wait_until,
@@ -15,21 +14,10 @@ use tracer_it::{
 fn main() -> Result<()> {
     let cluster = Cluster::start().context("starting the local Kraken cluster")?;
     let jaeger = Jaeger::start().context("starting Jaeger")?;
-    let traced = [Component::Agent, Component::Origin, Component::Tracker];
-    let mut args = vec![
-        "--sample-ratio".to_owned(),
-        "1".to_owned(),
-        "--stdout".to_owned(),
-        "--otlp-endpoint".to_owned(),
-        jaeger.otlp_grpc.clone(),
-    ];
-    for c in traced {
-        args.push("--service-name-for".into());
-        args.push(format!("{}=kraken-{}", cluster.pid(c), c.name()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let pids: Vec<u32> = traced.iter().map(|c| cluster.pid(*c)).collect();
-    let tracer = TracerProcess::start(&pids, &args)?;
+    let tracer = cluster.trace(
+        &[Component::Agent, Component::Origin, Component::Tracker],
+        &["--stdout", "--otlp-endpoint", &jaeger.otlp_grpc],
+    )?;
     let blob = kraken::random_bytes(1 << 20)?;
     let digest = cluster.upload_to_testfs(&blob)?;
     println!("uploaded a 1 MiB blob to testfs: sha256:{digest}");

@@ -410,6 +410,21 @@ impl Cluster {
     }
 
     /// The Go process of a component (not its nginx).
+    /// Starts the real kraken-tracer on these components (service names `kraken-<component>`,
+    /// 100 % sampling), with `extra` arguments (e.g. the OTLP endpoint), and waits until it has
+    /// attached.
+    pub fn trace(&self, components: &[Component], extra: &[&str]) -> Result<crate::TracerProcess> {
+        let mut args: Vec<String> = vec!["--sample-ratio".into(), "1".into()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        for c in components {
+            args.push("--service-name-for".into());
+            args.push(format!("{}=kraken-{}", self.pid(*c), c.name()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pids: Vec<u32> = components.iter().map(|c| self.pid(*c)).collect();
+        crate::TracerProcess::start(&pids, &args)
+    }
+
     pub fn pid(&self, c: Component) -> u32 {
         self.proc(c).child.id()
     }

@@ -5,7 +5,6 @@
 use std::{fs, path::Path, process::Command, time::Duration};
 
 use tracer_it::{
-    TracerProcess,
     jaeger::Jaeger,
     kraken::{self, Cluster, Component, ports},
 };
@@ -113,18 +112,12 @@ fn registry_pull_through_the_agent_is_traced() {
         &pushed,
     ]);
 
-    let traced = [Component::Agent, Component::Origin, Component::Tracker];
-    let pids: Vec<u32> = traced.iter().map(|c| cluster.pid(*c)).collect();
-    let mut args: Vec<String> = ["--sample-ratio", "1", "--otlp-endpoint", &jaeger.otlp_grpc]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    for c in traced {
-        args.push("--service-name-for".into());
-        args.push(format!("{}=kraken-{}", cluster.pid(c), c.name()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tracer = TracerProcess::start(&pids, &args).expect("attach to Kraken");
+    let tracer = cluster
+        .trace(
+            &[Component::Agent, Component::Origin, Component::Tracker],
+            &["--otlp-endpoint", &jaeger.otlp_grpc],
+        )
+        .expect("attach to Kraken");
 
     // Pull through the agent's registry.
     let pulled = format!("docker://localhost:{}/{REPO}:v1", ports::AGENT_REGISTRY);

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use tracer_it::{
-    TracerProcess,
     jaeger::{Jaeger, Span, Trace},
     kraken::{self, Cluster, Component},
 };
@@ -34,24 +33,12 @@ fn find(traces: &[Trace], pred: impl Fn(&Span) -> bool) -> Vec<(&Trace, &Span)> 
 fn kraken_blob_download_is_traced() {
     let cluster = Cluster::start().expect("start the Kraken cluster");
     let jaeger = Jaeger::start().expect("start Jaeger");
-    let traced = [Component::Agent, Component::Origin, Component::Tracker];
-    let pids: Vec<u32> = traced.iter().map(|c| cluster.pid(*c)).collect();
-    let mut args: Vec<String> = [
-        "--sample-ratio",
-        "1",
-        "--stdout",
-        "--otlp-endpoint",
-        &jaeger.otlp_grpc,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    for c in traced {
-        args.push("--service-name-for".into());
-        args.push(format!("{}=kraken-{}", cluster.pid(c), c.name()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tracer = TracerProcess::start(&pids, &args).expect("attach to Kraken");
+    let tracer = cluster
+        .trace(
+            &[Component::Agent, Component::Origin, Component::Tracker],
+            &["--stdout", "--otlp-endpoint", &jaeger.otlp_grpc],
+        )
+        .expect("attach to Kraken");
 
     let blob = kraken::random_bytes(1 << 20).unwrap();
     let digest = cluster.upload_to_testfs(&blob).unwrap();

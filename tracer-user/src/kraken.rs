@@ -249,35 +249,18 @@ pub fn enrich(span: &mut SpanRecord) {
         ));
     }
     for (name, value) in m.params {
-        match name {
-            "namespace" => span
-                .attributes
-                .push(("kraken.namespace", unescape(value).into())),
-            "digest" => span
-                .attributes
-                .push(("kraken.digest", digest(value).into())),
-            "hex" => span
-                .attributes
-                .push(("kraken.digest", digest(value).into())),
-            "infohash" => span
-                .attributes
-                .push(("kraken.info_hash", value.to_owned().into())),
-            "uid" => span
-                .attributes
-                .push(("kraken.upload_id", value.to_owned().into())),
-            "tag" => span.attributes.push(("kraken.tag", unescape(value).into())),
+        let (key, v) = match name {
             // Kraken uses the repository as the blob's namespace on registry pulls.
-            "repo" => span
-                .attributes
-                .push(("kraken.namespace", unescape(value).into())),
-            "reference" => span
-                .attributes
-                .push(("kraken.reference", unescape(value).into())),
-            "remote" => span
-                .attributes
-                .push(("kraken.remote", unescape(value).into())),
-            _ => {}
-        }
+            "namespace" | "repo" => ("kraken.namespace", unescape(value)),
+            "digest" | "hex" => ("kraken.digest", digest(value)),
+            "infohash" => ("kraken.info_hash", value.to_owned()),
+            "uid" => ("kraken.upload_id", value.to_owned()),
+            "tag" => ("kraken.tag", unescape(value)),
+            "reference" => ("kraken.reference", unescape(value)),
+            "remote" => ("kraken.remote", unescape(value)),
+            _ => continue,
+        };
+        span.attributes.push((key, v.into()));
     }
 }
 
