@@ -467,8 +467,7 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
             out(rec);
         }
     }
-    let start_ns = o.start_ns;
-    let completed_ns = o.completed_ns;
+    let (start_ns, completed_ns, offset_ns) = (o.start_ns, o.completed_ns, o.ctx.offset_ns);
     let rec = cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server);
     if rec.name == "agent.download_blob" && status == 200 {
         out(download_complete(
@@ -476,6 +475,7 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
             &rec,
             start_ns,
             completed_ns,
+            offset_ns,
             e.written,
         ));
     }
@@ -490,6 +490,7 @@ fn download_complete(
     download: &SpanRecord,
     start_ns: u64,
     completed_ns: Option<u64>,
+    offset_ns: i128,
     size: i64,
 ) -> SpanRecord {
     cx.stats.spans += 1;
@@ -508,11 +509,6 @@ fn download_complete(
             .into(),
     ));
     attributes.push(("kraken.cache_hit", completed_ns.is_none().into()));
-    let offset = download
-        .start
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0))
-        - i128::from(start_ns);
     SpanRecord {
         trace_id: download.trace_id,
         span_id: cx.ids.span_id(),
@@ -521,7 +517,7 @@ fn download_complete(
         name: "agent.download_blob.complete".into(),
         kind: SpanKind::Internal,
         start: download.start,
-        end: to_wall(done, offset),
+        end: to_wall(done, offset_ns),
         attributes,
         status: SpanStatus::Unset,
         resource: Arc::clone(&download.resource),

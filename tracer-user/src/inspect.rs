@@ -41,8 +41,8 @@ pub fn run(target: &str) -> Result<(), InspectError> {
     let version = binary.go_version().map(|v| (v.major, v.minor, v.patch));
     let (offs, source) = offsets::resolve(binary.bytes(), version)?;
     println!("struct offsets ({source:?}): {offs:?}");
-    if crate::tracer::is_kraken(&binary) {
-        println!("Kraken: yes (Kraken route names, attributes and probes apply)");
+    if let Some(v) = crate::kraken::kraken_version(&binary) {
+        println!("Kraken {v}: Kraken route names, attributes and probes apply");
     }
     let (placed, skipped) = place_all(&binary)?;
     placed.iter().for_each(|p| println!("{p}"));

@@ -187,6 +187,15 @@ fn path_of_url(url: &str) -> &str {
     after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
 }
 
+/// The Kraken version a binary was built from, if it is a Kraken component (its main module or
+/// a dependency is github.com/uber/kraken, per its Go buildinfo).
+pub fn kraken_version(binary: &crate::symbols::Binary) -> Option<&str> {
+    binary
+        .build_info()?
+        .module("github.com/uber/kraken")
+        .map(|m| m.version.as_str())
+}
+
 /// The blob (`sha256:<hex>`) a Kraken request is about, from its method and raw path.
 pub fn digest_in_path(method: &str, path: &str) -> Option<String> {
     let m = match_route(method, path)?;

@@ -91,7 +91,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     for target in targets {
         let pid = target.pid;
         let resource = Arc::new(resource_for(&target, &args));
-        let profile = match target.kraken_version() {
+        let profile = match crate::kraken::kraken_version(&target.binary) {
             Some(v) => {
                 log::info!("pid {pid}: Kraken {v}: Kraken route names and attributes on");
                 Profile::Kraken

@@ -106,15 +106,6 @@ impl Target {
         }
     }
 
-    /// The Kraken version the executable was built from, if it is a Kraken component
-    /// (its main module or a dependency is github.com/uber/kraken).
-    pub fn kraken_version(&self) -> Option<&str> {
-        self.binary
-            .build_info()?
-            .module("github.com/uber/kraken")
-            .map(|m| m.version.as_str())
-    }
-
     /// The executable's file name, the default `service.name`.
     pub fn exe_name(&self) -> String {
         self.exe_path.file_name().map_or_else(

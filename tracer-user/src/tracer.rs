@@ -429,7 +429,7 @@ pub fn place(binary: &Binary, spec: &ProbeSpec) -> Result<Vec<PlacedProbe>, Symb
 /// A missing optional probe is skipped with a warning (returned as text); a missing required
 /// one is an error.
 pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), SymbolError> {
-    let kraken = is_kraken(binary);
+    let kraken = crate::kraken::kraken_version(binary).is_some();
     let mut placed = Vec::new();
     let mut skipped = Vec::new();
     for spec in PROBES.iter().filter(|s| kraken || !s.kraken_only) {
@@ -442,13 +442,6 @@ pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), Sym
         }
     }
     Ok((placed, skipped))
-}
-
-/// Whether the binary was built from github.com/uber/kraken (its main module or a dependency).
-pub fn is_kraken(binary: &Binary) -> bool {
-    binary
-        .build_info()
-        .is_some_and(|b| b.module("github.com/uber/kraken").is_some())
 }
 
 #[cfg(test)]
