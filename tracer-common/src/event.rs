@@ -10,6 +10,8 @@ pub const ADDR_LEN: usize = 64;
 pub const PATH_LEN: usize = 128;
 /// Bytes kept of a URL scheme.
 pub const SCHEME_LEN: usize = 8;
+/// Bytes kept of an incoming `traceparent` header value (version 00 is 55 bytes).
+pub const TRACEPARENT_LEN: usize = 64;
 
 /// Common header; user space reads `probe` to know the payload type.
 #[repr(C)]
@@ -64,6 +66,8 @@ pub struct HttpServeEvent {
     pub uri: GoStr<URI_LEN>,
     pub host: GoStr<ADDR_LEN>,
     pub remote_addr: GoStr<ADDR_LEN>,
+    /// The request's `Traceparent` header value (from `Request.Header`), empty when absent.
+    pub traceparent: GoStr<TRACEPARENT_LEN>,
 }
 
 /// `ProbeId::HttpServeEnd`: the response is finished (`(*response).finishRequest`).

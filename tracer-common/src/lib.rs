@@ -8,3 +8,4 @@ pub mod event;
 pub mod maps;
 pub mod offsets;
 pub mod probe;
+pub mod rules;

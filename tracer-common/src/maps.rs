@@ -7,6 +7,13 @@ pub const EVENTS: &str = "EVENTS";
 pub const PROCESSES: &str = "PROCESSES";
 /// Per-CPU counters (`COUNTER_*` indices).
 pub const COUNTERS: &str = "COUNTERS";
+/// The path rules (`rules::KernelRules`, one entry): requests they never trace are dropped.
+pub const RULES: &str = "RULES";
+/// Requests dropped by the rules whose end is still to come, by (tgid, kind, goid), so their
+/// end probe writes nothing either.
+pub const SUPPRESSED: &str = "SUPPRESSED";
+/// Capacity of SUPPRESSED (LRU: a lost end can't pin an entry).
+pub const MAX_SUPPRESSED: u32 = 16_384;
 
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
@@ -21,4 +28,25 @@ pub const COUNTER_HITS: u32 = 0;
 pub const COUNTER_RINGBUF_FULL: u32 = 1;
 pub const COUNTER_READ_ERRORS: u32 = 2;
 pub const COUNTER_NOT_TRACED: u32 = 3;
-pub const NUM_COUNTERS: u32 = 4;
+/// Server requests dropped by the path rules (no event written).
+pub const COUNTER_FILTERED_SERVER: u32 = 4;
+/// Client requests dropped by the path rules.
+pub const COUNTER_FILTERED_CLIENT: u32 = 5;
+/// End probes of dropped requests (no event written either).
+pub const COUNTER_FILTERED_ENDS: u32 = 6;
+/// Hits per probe: `COUNTER_PROBE_HITS + ProbeId as u32`.
+pub const COUNTER_PROBE_HITS: u32 = 16;
+pub const NUM_COUNTERS: u32 = COUNTER_PROBE_HITS + 32;
+
+/// Key of SUPPRESSED.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SuppressKey {
+    pub tgid: u32,
+    /// `SUPPRESS_SERVER` or `SUPPRESS_CLIENT`.
+    pub kind: u32,
+    pub goid: u64,
+}
+
+pub const SUPPRESS_SERVER: u32 = 1;
+pub const SUPPRESS_CLIENT: u32 = 2;

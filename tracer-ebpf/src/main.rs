@@ -4,6 +4,7 @@
 #![no_main]
 
 mod goabi;
+mod gomap;
 mod gostr;
 mod maps;
 mod probes;

@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::rules::{PathGlob, SampleRule};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kraken-tracer",
@@ -27,14 +29,12 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// Process to trace (repeatable).
-    #[arg(
-        long = "pid",
-        required = true,
-        env = "KRAKEN_TRACER_PID",
-        value_delimiter = ','
-    )]
+    /// Process to trace (repeatable; at least one for `attach`).
+    #[arg(long = "pid", env = "KRAKEN_TRACER_PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
+    /// Configuration file (TOML; keys are these flags' long names). CLI > env > file > defaults.
+    #[arg(long, env = "KRAKEN_TRACER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Print finished traces as trees on stdout.
     #[arg(long, env = "KRAKEN_TRACER_STDOUT")]
     pub stdout: bool,
@@ -50,9 +50,36 @@ pub struct AttachArgs {
     /// Don't export (with --stdout: print only).
     #[arg(long, env = "KRAKEN_TRACER_NO_EXPORT")]
     pub no_export: bool,
-    /// Fraction of traces kept (head sampling by trace id), 0.0–1.0.
+    /// Fraction of traces kept (head sampling by trace id), 0.0–1.0, for paths no rule matches.
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 0.1, value_parser = parse_ratio)]
     pub sample_ratio: f64,
+    /// Path sampling rule GLOB=RATIO (repeatable; first match wins; tried before the defaults).
+    /// A ratio of 0 drops the request in the kernel.
+    #[arg(long = "sample", env = "KRAKEN_TRACER_SAMPLE", value_delimiter = ',', value_parser = SampleRule::parse)]
+    pub sample: Vec<SampleRule>,
+    /// Don't append the default rules (/health=0, /readiness=0, /announce/**=0.05, blobs=0.2).
+    #[arg(long, env = "KRAKEN_TRACER_NO_DEFAULT_RULES")]
+    pub no_default_rules: bool,
+    /// Trace only requests whose path matches one of these globs (repeatable).
+    #[arg(long = "include-path", env = "KRAKEN_TRACER_INCLUDE_PATH", value_delimiter = ',', value_parser = parse_glob)]
+    pub include_path: Vec<PathGlob>,
+    /// Never trace requests whose path matches one of these globs (repeatable; wins over
+    /// --include-path).
+    #[arg(long = "exclude-path", env = "KRAKEN_TRACER_EXCLUDE_PATH", value_delimiter = ',', value_parser = parse_glob)]
+    pub exclude_path: Vec<PathGlob>,
+    /// Export unsampled traces that contain a 5xx response or a failed call.
+    #[arg(long, env = "KRAKEN_TRACER_KEEP_ERRORS")]
+    pub keep_errors: bool,
+    /// Export unsampled traces that contain a span slower than this (e.g. 500ms).
+    #[arg(long, env = "KRAKEN_TRACER_KEEP_SLOWER_THAN", value_parser = parse_duration)]
+    pub keep_slower_than: Option<Duration>,
+    /// With --keep-errors/--keep-slower-than: most spans of unsampled traces held while their
+    /// trace is open (oldest traces are let go first, counted).
+    #[arg(long, env = "KRAKEN_TRACER_KEEP_BUFFER_SPANS", default_value_t = 8192)]
+    pub keep_buffer_spans: usize,
+    /// Serve Prometheus self-metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "KRAKEN_TRACER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// service.name for every traced process (default: each executable's name).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
@@ -74,6 +101,11 @@ pub struct AttachArgs {
 pub struct InspectArgs {
     /// An executable path, or a PID.
     pub target: String,
+}
+
+/// A path glob (see `rules`).
+pub fn parse_glob(s: &str) -> Result<PathGlob, String> {
+    s.parse()
 }
 
 /// A sampling ratio in [0, 1].

@@ -868,6 +868,7 @@ mod tests {
             uri: cap(uri),
             host: cap("127.0.0.1:8080"),
             remote_addr: cap("127.0.0.1:5555"),
+            traceparent: cap(""),
         })
     }
 

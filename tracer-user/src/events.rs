@@ -62,6 +62,8 @@ pub struct HttpServe {
     pub uri: Captured,
     pub host: Captured,
     pub remote_addr: Captured,
+    /// The `traceparent` header as received (empty when absent).
+    pub traceparent: Captured,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +169,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 uri: captured(&e.uri),
                 host: captured(&e.host),
                 remote_addr: captured(&e.remote_addr),
+                traceparent: captured(&e.traceparent),
             }))
         }
         ProbeId::HttpServeEnd => {
@@ -268,7 +271,7 @@ impl fmt::Display for Event {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::event::{ADDR_LEN, GoStr, METHOD_LEN, URI_LEN};
+    use tracer_common::event::{ADDR_LEN, GoStr, METHOD_LEN, TRACEPARENT_LEN, URI_LEN};
 
     use super::*;
 
@@ -304,6 +307,7 @@ mod tests {
             uri: gostr::<URI_LEN>(uri),
             host: gostr::<ADDR_LEN>("127.0.0.1:8080"),
             remote_addr: gostr::<ADDR_LEN>("127.0.0.1:5555"),
+            traceparent: gostr::<TRACEPARENT_LEN>(""),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod kraken;
 pub mod offsets;
 pub mod pipeline;
 pub mod reader;
+pub mod rules;
 pub mod sample;
 pub mod session;
 pub mod span;

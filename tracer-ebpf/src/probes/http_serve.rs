@@ -12,7 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
-    goabi,
+    goabi, gomap,
     gostr::{field_u64, read_string},
     maps, probes,
 };
@@ -37,6 +37,7 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
         read_string(req, off.request_uri, &mut (*ev).uri);
         read_string(req, off.request_host, &mut (*ev).host);
         read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
+        gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
     }
     entry.submit(maps::submit_flags());
     Some(())

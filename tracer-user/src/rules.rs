@@ -1,0 +1,480 @@
+//! Path rules: sampling ratios (`--sample GLOB=RATIO`) and filters (`--include-path`,
+//! `--exclude-path`), matched against a request's path as sent (escaped, without the query).
+//!
+//! Glob syntax, chosen so the kernel can match it in one pass without backtracking:
+//! - `*` matches any run of characters except `/` (one path segment or part of one); it must be
+//!   the last character or be followed by `/`;
+//! - `**` at the very end matches the rest of the path, `/` included;
+//! - everything else matches itself; a pattern starts with `/` and is at most
+//!   [`PATTERN_LEN`] bytes.
+//!
+//! Rules are tried in order and the first match wins. Requests whose decision is "never trace"
+//! (excluded, not included, or a rule with ratio 0) are dropped in the kernel: they produce no
+//! event at all ([`KernelRules`]).
+
+use std::{fmt, str::FromStr};
+
+use tracer_common::rules::{KernelRule, KernelRules, MAX_KERNEL_RULES, PATTERN_LEN};
+
+/// A path glob (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathGlob(String);
+
+impl PathGlob {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `path` (escaped, as sent; anything from `?` on is ignored) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        glob_match(self.0.as_bytes(), path.as_bytes())
+    }
+}
+
+impl FromStr for PathGlob {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PathGlob, String> {
+        let s = s.trim();
+        if !s.starts_with('/') {
+            return Err(format!("path glob {s:?} must start with '/'"));
+        }
+        if s.len() > PATTERN_LEN {
+            return Err(format!(
+                "path glob {s:?} is longer than {PATTERN_LEN} bytes"
+            ));
+        }
+        if s.contains('?') {
+            return Err(format!(
+                "path glob {s:?} contains '?': globs match the path only, never the query"
+            ));
+        }
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'*' {
+                if b.get(i + 1) == Some(&b'*') {
+                    if i + 2 != b.len() {
+                        return Err(format!("path glob {s:?}: '**' may only end the pattern"));
+                    }
+                    break;
+                }
+                if !matches!(b.get(i + 1), None | Some(b'/')) {
+                    return Err(format!(
+                        "path glob {s:?}: '*' must end the pattern or be followed by '/'"
+                    ));
+                }
+            }
+            i += 1;
+        }
+        Ok(PathGlob(s.to_owned()))
+    }
+}
+
+impl fmt::Display for PathGlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One-pass glob match, the same algorithm the kernel runs (`tracer-ebpf/src/rules.rs`).
+/// `?` in the text ends the path.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let end = text.iter().position(|&c| c == b'?').unwrap_or(text.len());
+    let text = &text[..end];
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let Some(&c) = pattern.get(i) else {
+            return j == text.len();
+        };
+        if c == b'*' {
+            if pattern.get(i + 1) == Some(&b'*') {
+                return true;
+            }
+            match text.get(j) {
+                Some(&t) if t != b'/' => j += 1,
+                _ => i += 1,
+            }
+        } else if text.get(j) == Some(&c) {
+            i += 1;
+            j += 1;
+        } else {
+            return false;
+        }
+    }
+}
+
+/// `GLOB=RATIO`: requests whose path matches GLOB start traces kept with probability RATIO.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleRule {
+    pub glob: PathGlob,
+    pub ratio: f64,
+}
+
+impl SampleRule {
+    pub fn parse(s: &str) -> Result<SampleRule, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for SampleRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SampleRule, String> {
+        let (glob, ratio) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("expected GLOB=RATIO (e.g. /health=0), got {s:?}"))?;
+        Ok(SampleRule {
+            glob: glob.parse()?,
+            ratio: crate::config::parse_ratio(ratio)?,
+        })
+    }
+}
+
+impl fmt::Display for SampleRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.glob, self.ratio)
+    }
+}
+
+/// The design review's rules (§4.2), mapped onto Kraken's real routes. They come after the
+/// user's `--sample` rules (the user's win) unless `--no-default-rules`.
+pub fn default_rules() -> Vec<SampleRule> {
+    [
+        ("/health", 0.0),
+        ("/readiness", 0.0),
+        ("/announce", 0.05),
+        ("/announce/**", 0.05),
+        ("/namespace/*/blobs/**", 0.2),
+        ("/blobs/**", 0.2),
+    ]
+    .into_iter()
+    .map(|(g, ratio)| SampleRule {
+        glob: PathGlob(g.to_owned()),
+        ratio,
+    })
+    .collect()
+}
+
+/// What the rules decide for one request path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decision {
+    /// Never traced (and dropped in the kernel).
+    Drop,
+    /// A new trace starting here is kept with this probability.
+    Ratio(f64),
+}
+
+/// Every path rule in effect, in evaluation order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathRules {
+    pub exclude: Vec<PathGlob>,
+    pub include: Vec<PathGlob>,
+    pub sample: Vec<SampleRule>,
+    pub default_ratio: f64,
+}
+
+impl PathRules {
+    pub fn new(
+        user_rules: &[SampleRule],
+        with_defaults: bool,
+        include: &[PathGlob],
+        exclude: &[PathGlob],
+        default_ratio: f64,
+    ) -> PathRules {
+        let mut sample = user_rules.to_vec();
+        if with_defaults {
+            sample.extend(default_rules());
+        }
+        PathRules {
+            exclude: exclude.to_vec(),
+            include: include.to_vec(),
+            sample,
+            default_ratio,
+        }
+    }
+
+    /// Rules that trace everything at `ratio` (tests, and processes without rules).
+    pub fn ratio_only(ratio: f64) -> PathRules {
+        PathRules::new(&[], false, &[], &[], ratio)
+    }
+
+    /// Excludes, then includes, then the first matching sample rule (else the default ratio).
+    pub fn decide(&self, path: &str) -> Decision {
+        if self.exclude.iter().any(|g| g.matches(path)) {
+            return Decision::Drop;
+        }
+        if !self.include.is_empty() && !self.include.iter().any(|g| g.matches(path)) {
+            return Decision::Drop;
+        }
+        let ratio = self
+            .sample
+            .iter()
+            .find(|r| r.glob.matches(path))
+            .map_or(self.default_ratio, |r| r.ratio);
+        if ratio <= 0.0 {
+            Decision::Drop
+        } else {
+            Decision::Ratio(ratio)
+        }
+    }
+
+    /// The kernel's share: the same drop decisions, as two first-match stages (filters, then
+    /// sample rules reduced to drop/pass). Rules that can never change a stage's outcome are
+    /// left out, so with no 0 % rules and no filters the kernel matches nothing at all.
+    pub fn kernel(&self) -> Result<KernelRules, RulesError> {
+        let mut out = KernelRules::default();
+        let mut rules: Vec<KernelRule> = Vec::new();
+        // Stage 0: excludes drop, includes pass, and with includes the default is drop.
+        let mut stage0: Vec<(&PathGlob, bool)> = self.exclude.iter().map(|g| (g, true)).collect();
+        let include_default_drop = !self.include.is_empty();
+        stage0.extend(self.include.iter().map(|g| (g, false)));
+        push_stage(&mut rules, 0, &stage0, include_default_drop);
+        out.default_drop[0] = u8::from(include_default_drop);
+        // Stage 1: sample rules; ratio 0 drops.
+        let stage1: Vec<(&PathGlob, bool)> = self
+            .sample
+            .iter()
+            .map(|r| (&r.glob, r.ratio <= 0.0))
+            .collect();
+        let default_drop = self.default_ratio <= 0.0;
+        push_stage(&mut rules, 1, &stage1, default_drop);
+        out.default_drop[1] = u8::from(default_drop);
+        if rules.len() > MAX_KERNEL_RULES {
+            return Err(RulesError::TooMany {
+                needed: rules.len(),
+                max: MAX_KERNEL_RULES,
+            });
+        }
+        out.count = rules.len() as u32;
+        for (slot, r) in out.rules.iter_mut().zip(rules) {
+            *slot = r;
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one stage's rules, trimmed: after the last rule whose action differs from the
+/// stage default, nothing can change the outcome.
+fn push_stage(
+    out: &mut Vec<KernelRule>,
+    stage: u8,
+    rules: &[(&PathGlob, bool)],
+    default_drop: bool,
+) {
+    let Some(last) = rules.iter().rposition(|(_, drop)| *drop != default_drop) else {
+        return;
+    };
+    for (glob, drop) in &rules[..=last] {
+        let mut r = KernelRule {
+            len: glob.0.len() as u32,
+            drop: u8::from(*drop),
+            stage,
+            ..KernelRule::default()
+        };
+        r.pattern[..glob.0.len()].copy_from_slice(glob.0.as_bytes());
+        out.push(r);
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RulesError {
+    #[error(
+        "--sample/--include-path/--exclude-path: the kernel filter holds {max} path rules, these need {needed}"
+    )]
+    TooMany { needed: usize, max: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(s: &str) -> PathGlob {
+        s.parse().unwrap()
+    }
+
+    /// Reference matcher with backtracking, for cross-checking the one-pass one.
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some(b'*') if p.get(1) == Some(&b'*') => true,
+            Some(b'*') => (0..=t.len())
+                .take_while(|&k| k == 0 || t[k - 1] != b'/')
+                .any(|k| reference(&p[1..], &t[k..])),
+            Some(&c) => t.first() == Some(&c) && reference(&p[1..], &t[1..]),
+        }
+    }
+
+    #[test]
+    fn glob_semantics() {
+        assert!(g("/health").matches("/health"));
+        assert!(g("/health").matches("/health?verbose=1"));
+        assert!(!g("/health").matches("/healthz"));
+        assert!(!g("/health").matches("/health/x"));
+        assert!(g("/announce/*").matches("/announce/abc"));
+        assert!(g("/announce/*").matches("/announce/"));
+        assert!(!g("/announce/*").matches("/announce/a/b"));
+        assert!(g("/namespace/*/blobs/*").matches("/namespace/library%2Fubuntu/blobs/sha256:00"));
+        assert!(!g("/namespace/*/blobs/*").matches("/namespace/a/b/blobs/x"));
+        assert!(g("/blobs/**").matches("/blobs/sha256:1/metainfo"));
+        assert!(!g("/blobs/**").matches("/blob"));
+        assert!(g("/**").matches("/anything/at/all"));
+        assert!(g("/v2/*").matches("/v2/"));
+    }
+
+    #[test]
+    fn bad_globs_are_refused_with_the_reason() {
+        assert!(
+            "health"
+                .parse::<PathGlob>()
+                .unwrap_err()
+                .contains("start with '/'")
+        );
+        assert!("/a**/b".parse::<PathGlob>().unwrap_err().contains("'**'"));
+        assert!(
+            "/a*b"
+                .parse::<PathGlob>()
+                .unwrap_err()
+                .contains("followed by '/'")
+        );
+        assert!("/a?b".parse::<PathGlob>().unwrap_err().contains("query"));
+        let long = format!("/{}", "a".repeat(PATTERN_LEN));
+        assert!(long.parse::<PathGlob>().unwrap_err().contains("longer"));
+        assert!(SampleRule::parse("/x").unwrap_err().contains("GLOB=RATIO"));
+        assert!(SampleRule::parse("/x=1.5").unwrap_err().contains("outside"));
+        assert_eq!(
+            SampleRule::parse("/a/*=0.25").unwrap(),
+            SampleRule {
+                glob: g("/a/*"),
+                ratio: 0.25
+            }
+        );
+    }
+
+    #[test]
+    fn one_pass_matcher_agrees_with_backtracking() {
+        let patterns = [
+            "/a/*",
+            "/*/b",
+            "/a/*/c/**",
+            "/*",
+            "/**",
+            "/a",
+            "/*/*",
+            "/ab/*/",
+        ];
+        let alphabet = [b'a', b'b', b'c', b'/', b'x'];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let mut t = vec![b'/'];
+            let mut y = x;
+            for _ in 0..len {
+                t.push(alphabet[(y % 5) as usize]);
+                y /= 5;
+            }
+            for p in patterns {
+                assert_eq!(
+                    glob_match(p.as_bytes(), &t),
+                    reference(p.as_bytes(), &t),
+                    "{p} vs {}",
+                    String::from_utf8_lossy(&t)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_filters_come_first() {
+        let rules = PathRules::new(
+            &[SampleRule::parse("/health=0.5").unwrap()],
+            true,
+            &[],
+            &[g("/debug/**")],
+            0.1,
+        );
+        assert_eq!(rules.decide("/health"), Decision::Ratio(0.5));
+        assert_eq!(rules.decide("/readiness"), Decision::Drop);
+        assert_eq!(rules.decide("/announce/x"), Decision::Ratio(0.05));
+        assert_eq!(rules.decide("/namespace/n/blobs/d"), Decision::Ratio(0.2));
+        assert_eq!(rules.decide("/other"), Decision::Ratio(0.1));
+        assert_eq!(rules.decide("/debug/pprof"), Decision::Drop);
+        let only = PathRules::new(&[], false, &[g("/hello")], &[], 1.0);
+        assert_eq!(only.decide("/hello"), Decision::Ratio(1.0));
+        assert_eq!(only.decide("/deep"), Decision::Drop);
+    }
+
+    fn kernel_decide(k: &KernelRules, path: &str) -> bool {
+        // Mirrors tracer-ebpf/src/rules.rs: returns true when dropped.
+        let rules = &k.rules[..k.count as usize];
+        (0..2u8).any(|stage| {
+            rules
+                .iter()
+                .filter(|r| r.stage == stage)
+                .find(|r| glob_match(&r.pattern[..r.len as usize], path.as_bytes()))
+                .map_or(k.default_drop[stage as usize] != 0, |r| r.drop != 0)
+        })
+    }
+
+    #[test]
+    fn kernel_rules_drop_exactly_what_user_space_drops() {
+        let sets = [
+            PathRules::new(&[], true, &[], &[], 0.1),
+            PathRules::new(
+                &[
+                    SampleRule::parse("/health=1").unwrap(),
+                    SampleRule::parse("/x/*=0").unwrap(),
+                ],
+                true,
+                &[g("/x/**"), g("/health")],
+                &[g("/x/secret")],
+                0.0,
+            ),
+            PathRules::ratio_only(0.0),
+            PathRules::ratio_only(1.0),
+        ];
+        let paths = [
+            "/health",
+            "/readiness",
+            "/x/secret",
+            "/x/a",
+            "/x/a/b",
+            "/announce/1",
+            "/other",
+            "/health?x=1",
+        ];
+        for rules in &sets {
+            let k = rules.kernel().unwrap();
+            for p in paths {
+                assert_eq!(
+                    kernel_decide(&k, p),
+                    rules.decide(p) == Decision::Drop,
+                    "{p} with {rules:?}"
+                );
+            }
+        }
+        // Defaults only: just the two 0 % rules reach the kernel.
+        assert_eq!(
+            PathRules::new(&[], true, &[], &[], 0.1)
+                .kernel()
+                .unwrap()
+                .count,
+            2
+        );
+        assert_eq!(PathRules::ratio_only(0.5).kernel().unwrap().count, 0);
+    }
+
+    #[test]
+    fn too_many_kernel_rules_is_an_error() {
+        let many: Vec<PathGlob> = (0..=MAX_KERNEL_RULES)
+            .map(|i| g(&format!("/p{i}")))
+            .collect();
+        let err = PathRules::new(&[], false, &[], &many, 0.1)
+            .kernel()
+            .unwrap_err();
+        assert!(err.to_string().contains("path rules"), "{err}");
+    }
+}
