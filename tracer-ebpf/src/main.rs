@@ -8,6 +8,7 @@ mod gomap;
 mod gostr;
 mod maps;
 mod probes;
+mod rules;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -3,11 +3,14 @@
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    maps::{EVENTS_BYTES, MAX_PROCESSES, NUM_COUNTERS, WAKEUP_BYTES},
+    maps::{
+        EVENTS_BYTES, MAX_PROCESSES, MAX_SUPPRESSED, NUM_COUNTERS, SuppressKey, WAKEUP_BYTES,
+    },
     offsets::ProcessConfig,
+    rules::KernelRules,
 };
 
 #[map]
@@ -18,6 +21,13 @@ pub static PROCESSES: HashMap<u32, ProcessConfig> = HashMap::with_max_entries(MA
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[map]
+pub static RULES: Array<KernelRules> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static SUPPRESSED: LruHashMap<SuppressKey, u8> =
+    LruHashMap::with_max_entries(MAX_SUPPRESSED, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

@@ -1,10 +1,15 @@
-//! Command line (clap derive, with `KRAKEN_TRACER_*` environment fallbacks).
+//! Command line (clap derive, with `KRAKEN_TRACER_*` / `OTEL_*` environment fallbacks).
+//!
+//! `config_file::parse_cli` layers an optional TOML config file under the CLI and environment.
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::rules::{PathGlob, SampleRule};
+use crate::{
+    config_file::EffectiveConfig,
+    rules::{PathGlob, SampleRule},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +30,25 @@ pub enum Command {
     Features,
     /// Show what the tracer would probe in an executable (Go version, symbols, sites, offsets).
     Inspect(InspectArgs),
+    /// Show the effective configuration of `attach` with these flags: `config --print`.
+    ///
+    /// Takes the same flags, environment variables and config file as `attach` and, with
+    /// --print, prints the result as a TOML config file (usable with --config), each value
+    /// followed by its source: cli, env NAME, file or default. Precedence: CLI > env > config
+    /// file > defaults.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Print the effective configuration (without it, `config` only prints a usage hint).
+    #[arg(long)]
+    pub print: bool,
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Values and their sources; filled in by `config_file::parse_cli`.
+    #[arg(skip)]
+    pub effective: EffectiveConfig,
 }
 
 #[derive(Args, Debug)]

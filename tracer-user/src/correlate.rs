@@ -23,7 +23,8 @@ use tracer_common::probe::ProbeId;
 use crate::{
     clock::{Clock, to_wall},
     events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
-    sample::RatioSampler,
+    sample::Sampler,
+    traceparent::TraceParent,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
 };
 
@@ -65,6 +66,16 @@ pub struct CorrelateStats {
     pub kraken_announces_unlinked: u64,
     /// Kraken health/readiness requests: not sampled.
     pub kraken_noise: u64,
+    /// Server spans whose parent came from an incoming `traceparent` header.
+    pub from_traceparent: u64,
+}
+
+/// Sizes of the correlator's in-flight maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapSizes {
+    pub open_spans: usize,
+    pub goroutine_parents: usize,
+    pub outbound_links: usize,
 }
 
 /// Trace context of an open span, inherited by its children.
@@ -129,14 +140,14 @@ pub struct Correlator {
     /// Open client spans by (method, path as sent), across processes.
     outbound: HashMap<(String, String), VecDeque<OutboundRef>>,
     clock: Clock,
-    sampler: RatioSampler,
+    sampler: Sampler,
     limits: Limits,
     ids: IdGen,
     stats: CorrelateStats,
 }
 
 impl Correlator {
-    pub fn new(clock: Clock, sampler: RatioSampler, limits: Limits) -> Correlator {
+    pub fn new(clock: Clock, sampler: Sampler, limits: Limits) -> Correlator {
         Correlator {
             processes: HashMap::new(),
             outbound: HashMap::new(),
@@ -150,6 +161,15 @@ impl Correlator {
 
     pub fn stats(&self) -> CorrelateStats {
         self.stats
+    }
+
+    /// How full the in-flight maps are (self-metrics).
+    pub fn sizes(&self) -> MapSizes {
+        MapSizes {
+            open_spans: self.open_spans(),
+            goroutine_parents: self.processes.values().map(|p| p.parents.len()).sum(),
+            outbound_links: self.outbound.values().map(VecDeque::len).sum(),
+        }
     }
 
     /// Open spans over all processes (self-metrics).
@@ -299,18 +319,31 @@ impl Correlator {
 struct Cx<'a> {
     ids: &'a mut IdGen,
     stats: &'a mut CorrelateStats,
-    sampler: &'a RatioSampler,
+    sampler: &'a Sampler,
     offset_ns: i128,
     limits: &'a Limits,
 }
 
 impl Cx<'_> {
-    fn root(&mut self) -> Ctx {
+    /// A new trace, sampled by the rules for its first request's path (`None`: not a request).
+    fn root(&mut self, path: Option<&str>, client: bool) -> Ctx {
         let trace_id = self.ids.trace_id();
         Ctx {
             trace_id,
             span_id: self.ids.span_id(),
-            sampled: self.sampler.keep(&trace_id),
+            sampled: self.sampler.keep_root(path, client, &trace_id),
+            offset_ns: self.offset_ns,
+        }
+    }
+
+    /// A span continuing a trace started on another node: its id and sampling decision come
+    /// from the request's `traceparent` (parent-based sampling).
+    fn remote_child(&mut self, tp: &TraceParent) -> Ctx {
+        self.stats.from_traceparent += 1;
+        Ctx {
+            trace_id: tp.trace_id,
+            span_id: self.ids.span_id(),
+            sampled: tp.sampled(),
             offset_ns: self.offset_ns,
         }
     }
@@ -392,9 +425,12 @@ fn server_start(
         }
     }
     let (remote, remote_digest) = remote.map_or((None, None), |(c, d)| (Some(c), d));
-    let (ctx, parent) = match remote {
-        Some(client) => (cx.child(&client), Some(client.span_id)),
-        None => (cx.root(), None),
+    // Parent: a client span of another process this tracer saw send the request, else the
+    // caller named by the request's traceparent, else none (a new trace).
+    let (ctx, parent) = match (remote, TraceParent::parse(e.traceparent.text.as_bytes())) {
+        (Some(client), _) => (cx.child(&client), Some(client.span_id)),
+        (None, Some(tp)) => (cx.remote_child(&tp), Some(tp.parent_id)),
+        (None, None) => (cx.root(Some(e.path()), false), None),
     };
     let mut digest = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
@@ -576,7 +612,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         && crate::kraken::is_announce(&e.path.text);
     let (mut ctx, parent_id) = match parent {
         Some(pc) => (cx.child(&pc), Some(pc.span_id)),
-        None => (cx.root(), None),
+        None => (cx.root(Some(&e.path.text), true), None),
     };
     if orphan_announce {
         // Periodic re-announces of finished torrents: noise, not a root trace per 3 s.
@@ -683,7 +719,7 @@ fn kraken_event(
             let parent = p.servers.get(&e.hdr.goid).map(|s| s.ctx);
             let (ctx, parent_id) = match parent {
                 Some(pc) => (cx.child(&pc), Some(pc.span_id)),
-                None => (cx.root(), None),
+                None => (cx.root(None, false), None),
             };
             let open = internal_open(ctx, parent_id, t, "origin.blob_refresh", &digest, vec![]);
             p.refreshes.insert(digest, open);
@@ -693,7 +729,7 @@ fn kraken_event(
             let parent = p.refreshes.get(&digest).map(|r| r.ctx);
             let (ctx, parent_id) = match parent {
                 Some(pc) => (cx.child(&pc), Some(pc.span_id)),
-                None => (cx.root(), None),
+                None => (cx.root(None, false), None),
             };
             let size = i64::try_from(e.value).unwrap_or(i64::MAX);
             let open = internal_open(
@@ -906,7 +942,7 @@ mod tests {
     fn correlator(ratio: f64, limits: Limits) -> Correlator {
         let mut c = Correlator::new(
             Clock::fixed(1_000_000_000),
-            RatioSampler::new(ratio),
+            Sampler::ratio(ratio),
             limits,
         );
         c.register(

@@ -339,6 +339,11 @@ impl ExportHandle {
         }
     }
 
+    /// Spans waiting in the queue now.
+    pub fn queue_len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// The counters now.
     pub fn stats(&self) -> ExportStats {
         self.shared.counters.snapshot()

@@ -5,12 +5,15 @@
 
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod correlate;
 pub mod events;
 pub mod export;
 pub mod features;
 pub mod inspect;
+pub mod keep;
 pub mod kraken;
+pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
 pub mod reader;
@@ -20,6 +23,7 @@ pub mod session;
 pub mod span;
 pub mod symbols;
 pub mod target;
+pub mod traceparent;
 pub mod tracer;
 pub mod tree;
 pub mod watch;

@@ -2,22 +2,33 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use kraken_tracer::{
-    config::{Cli, Command},
+    config::Command,
+    config_file::{self, ConfigError},
     features::Features,
     inspect, session,
 };
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = match config_file::parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("kraken-tracer: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result: anyhow::Result<()> = match cli.command {
         Command::Features => {
             println!("{}", Features::detect());
             Ok(())
         }
         Command::Inspect(a) => inspect::run(&a.target).map_err(Into::into),
+        Command::Config(c) => {
+            print!("{}", c.output());
+            Ok(())
+        }
         Command::Attach(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

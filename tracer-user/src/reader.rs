@@ -19,7 +19,7 @@ pub struct ReaderStats {
 /// Where the reader delivers events. `on_tick` runs on every drain tick (housekeeping).
 pub trait EventSink {
     fn on_event(&mut self, ev: Event);
-    fn on_tick(&mut self) {}
+    fn on_tick(&mut self, _stats: ReaderStats) {}
 }
 
 impl<F: FnMut(Event)> EventSink for F {
@@ -82,7 +82,7 @@ impl EventReader {
                 }
                 _ = tick.tick() => {
                     self.drain(&mut sink);
-                    sink.on_tick();
+                    sink.on_tick(self.stats);
                 }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {

@@ -200,18 +200,23 @@ impl PathRules {
     }
 
     /// Excludes, then includes, then the first matching sample rule (else the default ratio).
-    pub fn decide(&self, path: &str) -> Decision {
+    ///
+    /// `client`: for an outgoing request, only explicit drops apply (an exclude, or a
+    /// matching rule with ratio 0): a call made inside a traced request must not vanish
+    /// because its path isn't one of the paths this node serves.
+    pub fn decide(&self, path: &str, client: bool) -> Decision {
         if self.exclude.iter().any(|g| g.matches(path)) {
             return Decision::Drop;
         }
-        if !self.include.is_empty() && !self.include.iter().any(|g| g.matches(path)) {
+        if !client && !self.include.is_empty() && !self.include.iter().any(|g| g.matches(path))
+        {
             return Decision::Drop;
         }
-        let ratio = self
-            .sample
-            .iter()
-            .find(|r| r.glob.matches(path))
-            .map_or(self.default_ratio, |r| r.ratio);
+        let ratio = match self.sample.iter().find(|r| r.glob.matches(path)) {
+            Some(r) => r.ratio,
+            None if client => return Decision::Ratio(self.default_ratio),
+            None => self.default_ratio,
+        };
         if ratio <= 0.0 {
             Decision::Drop
         } else {
@@ -254,15 +259,19 @@ impl PathRules {
     }
 }
 
-/// Appends one stage's rules, trimmed: after the last rule whose action differs from the
-/// stage default, nothing can change the outcome.
+/// Appends one stage's rules, trimmed: after the last rule that can change an outcome (one
+/// whose action differs from the stage default, or a drop, which matters to client requests
+/// where defaults don't apply), nothing can.
 fn push_stage(
     out: &mut Vec<KernelRule>,
     stage: u8,
     rules: &[(&PathGlob, bool)],
     default_drop: bool,
 ) {
-    let Some(last) = rules.iter().rposition(|(_, drop)| *drop != default_drop) else {
+    let Some(last) = rules
+        .iter()
+        .rposition(|(_, drop)| *drop != default_drop || *drop)
+    else {
         return;
     };
     for (glob, drop) in &rules[..=last] {
@@ -396,26 +405,36 @@ mod tests {
             &[g("/debug/**")],
             0.1,
         );
-        assert_eq!(rules.decide("/health"), Decision::Ratio(0.5));
-        assert_eq!(rules.decide("/readiness"), Decision::Drop);
-        assert_eq!(rules.decide("/announce/x"), Decision::Ratio(0.05));
-        assert_eq!(rules.decide("/namespace/n/blobs/d"), Decision::Ratio(0.2));
-        assert_eq!(rules.decide("/other"), Decision::Ratio(0.1));
-        assert_eq!(rules.decide("/debug/pprof"), Decision::Drop);
+        assert_eq!(rules.decide_server("/health"), Decision::Ratio(0.5));
+        assert_eq!(rules.decide_server("/readiness"), Decision::Drop);
+        assert_eq!(rules.decide_server("/announce/x"), Decision::Ratio(0.05));
+        assert_eq!(rules.decide_server("/namespace/n/blobs/d"), Decision::Ratio(0.2));
+        assert_eq!(rules.decide_server("/other"), Decision::Ratio(0.1));
+        assert_eq!(rules.decide_server("/debug/pprof"), Decision::Drop);
         let only = PathRules::new(&[], false, &[g("/hello")], &[], 1.0);
-        assert_eq!(only.decide("/hello"), Decision::Ratio(1.0));
-        assert_eq!(only.decide("/deep"), Decision::Drop);
+        assert_eq!(only.decide_server("/hello"), Decision::Ratio(1.0));
+        assert_eq!(only.decide_server("/deep"), Decision::Drop);
+        // Outgoing calls: includes and the default don't drop them, explicit rules do.
+        assert_eq!(only.decide("/deep", true), Decision::Ratio(1.0));
+        assert_eq!(rules.decide("/readiness", true), Decision::Drop);
+        assert_eq!(rules.decide("/debug/x", true), Decision::Drop);
     }
 
-    fn kernel_decide(k: &KernelRules, path: &str) -> bool {
+    impl PathRules {
+        fn decide_server(&self, path: &str) -> Decision {
+            self.decide(path, false)
+        }
+    }
+
+    fn kernel_decide(k: &KernelRules, path: &str, client: bool) -> bool {
         // Mirrors tracer-ebpf/src/rules.rs: returns true when dropped.
         let rules = &k.rules[..k.count as usize];
         (0..2u8).any(|stage| {
             rules
                 .iter()
-                .filter(|r| r.stage == stage)
+                .filter(|r| r.stage == stage && !(client && stage == 0 && r.drop == 0))
                 .find(|r| glob_match(&r.pattern[..r.len as usize], path.as_bytes()))
-                .map_or(k.default_drop[stage as usize] != 0, |r| r.drop != 0)
+                .map_or(!client && k.default_drop[stage as usize] != 0, |r| r.drop != 0)
         })
     }
 
@@ -435,6 +454,13 @@ mod tests {
             ),
             PathRules::ratio_only(0.0),
             PathRules::ratio_only(1.0),
+            PathRules::new(
+                &[SampleRule::parse("/a=0.5").unwrap(), SampleRule::parse("/b=0").unwrap()],
+                false,
+                &[],
+                &[],
+                0.0,
+            ),
         ];
         let paths = [
             "/health",
@@ -444,16 +470,18 @@ mod tests {
             "/x/a/b",
             "/announce/1",
             "/other",
-            "/health?x=1",
+            "/health?x=1", "/a", "/b",
         ];
         for rules in &sets {
             let k = rules.kernel().unwrap();
             for p in paths {
-                assert_eq!(
-                    kernel_decide(&k, p),
-                    rules.decide(p) == Decision::Drop,
-                    "{p} with {rules:?}"
-                );
+                for client in [false, true] {
+                    assert_eq!(
+                        kernel_decide(&k, p, client),
+                        rules.decide(p, client) == Decision::Drop,
+                        "{p} (client: {client}) with {rules:?}"
+                    );
+                }
             }
         }
         // Defaults only: just the two 0 % rules reach the kernel.

@@ -1,5 +1,40 @@
 //! Head sampling by trace id (W3C style): the decision is a function of the trace id, so
-//! every tracer that sees the same trace id decides the same way.
+//! every tracer that sees the same trace id decides the same way. A trace's root decides, with
+//! the ratio of the first path rule matching its request ([`crate::rules`]); every other span
+//! follows its parent, including a remote parent named by an incoming `traceparent`.
+
+use crate::rules::{Decision, PathRules};
+
+/// The sampling policy: path rules, then a ratio by trace id.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    rules: PathRules,
+}
+
+impl Sampler {
+    pub fn new(rules: PathRules) -> Sampler {
+        Sampler { rules }
+    }
+
+    /// Every trace kept with probability `ratio`, no path rules.
+    pub fn ratio(ratio: f64) -> Sampler {
+        Sampler::new(PathRules::ratio_only(ratio))
+    }
+
+    pub fn rules(&self) -> &PathRules {
+        &self.rules
+    }
+
+    /// Whether a trace starting with a request for `path` (None: not an HTTP request) is kept.
+    pub fn keep_root(&self, path: Option<&str>, client: bool, trace_id: &[u8; 16]) -> bool {
+        let ratio = match path.map(|p| self.rules.decide(p, client)) {
+            None => self.rules.default_ratio,
+            Some(Decision::Drop) => return false,
+            Some(Decision::Ratio(r)) => r,
+        };
+        RatioSampler::new(ratio).keep(trace_id)
+    }
+}
 
 /// Keeps a trace when the low 8 bytes of its id, as a big-endian number, fall below
 /// `ratio × 2^64`.
@@ -41,6 +76,25 @@ mod tests {
         let mut t = [0u8; 16];
         t[8..].copy_from_slice(&n.to_be_bytes());
         t
+    }
+
+    #[test]
+    fn roots_use_the_first_matching_rule() {
+        let rules = PathRules::new(
+            &[crate::rules::SampleRule::parse("/always=1").unwrap()],
+            true,
+            &[],
+            &[],
+            0.0,
+        );
+        let s = Sampler::new(rules);
+        let t = id(u64::MAX - 1);
+        assert!(s.keep_root(Some("/always"), false, &t));
+        assert!(!s.keep_root(Some("/health"), false, &t));
+        assert!(!s.keep_root(Some("/other"), false, &id(0)), "default ratio 0");
+        assert!(!s.keep_root(None, false, &id(0)));
+        assert!(s.keep_root(Some("/announce/x"), true, &id(1)), "5 % keeps the lowest ids");
+        assert!(!s.keep_root(Some("/announce/x"), true, &id(u64::MAX / 10)));
     }
 
     #[test]

@@ -15,9 +15,12 @@ use crate::{
     correlate::{Correlator, Limits, Profile},
     export,
     features::Features,
+    keep::{KeepBuffer, KeepPolicy},
+    metrics::{self, AttachSnapshot, KernelSnapshot, Metrics},
     pipeline::Pipeline,
     reader::EventReader,
-    sample::RatioSampler,
+    rules::{PathRules, RulesError},
+    sample::Sampler,
     span::ProcessResource,
     target::Target,
     tracer::{Tracer, TracerError},
@@ -33,6 +36,38 @@ pub enum SessionError {
     NoUprobes,
     #[error("--otlp-protocol: {0}")]
     Protocol(String),
+    #[error("--pid: at least one process to trace is required")]
+    NoPid,
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+}
+
+/// How often the kernel counters are copied into the self-metrics.
+const KERNEL_METRICS_EVERY: Duration = Duration::from_millis(500);
+
+/// The path rules in effect for these arguments.
+pub fn path_rules(args: &AttachArgs) -> PathRules {
+    PathRules::new(
+        &args.sample,
+        !args.no_default_rules,
+        &args.include_path,
+        &args.exclude_path,
+        args.sample_ratio,
+    )
+}
+
+fn kernel_snapshot(c: &crate::tracer::Counters) -> KernelSnapshot {
+    KernelSnapshot {
+        probe_hits: c.probe_hits.clone(),
+        ringbuf_full_per_cpu: c.ringbuf_full_per_cpu.clone(),
+        read_errors: c.read_errors,
+        not_traced: c.not_traced,
+        filtered_server: c.filtered_server,
+        filtered_client: c.filtered_client,
+        filtered_ends: c.filtered_ends,
+    }
 }
 
 /// The resource (service.name etc.) of one traced process.
@@ -67,6 +102,11 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     if !features.uprobes {
         return Err(SessionError::NoUprobes);
     }
+    if args.pids.is_empty() {
+        return Err(SessionError::NoPid);
+    }
+    let rules = path_rules(&args);
+    let kernel_rules = rules.kernel()?;
     let protocol: export::Protocol = args
         .otlp_protocol
         .parse()
@@ -83,9 +123,25 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             .clone()
             .unwrap_or_else(std::env::temp_dir),
     )?;
+    tracer.set_rules(&kernel_rules)?;
+    log::info!(
+        "sampling: {:.1} % by default; path rules (first match wins): {}; {} of them dropped in the kernel",
+        args.sample_ratio * 100.0,
+        describe_rules(&rules),
+        kernel_rules.count,
+    );
+    let metrics = Metrics::new();
+    let metrics_task = match args.metrics_addr {
+        Some(addr) => {
+            let (bound, task) = metrics::serve(addr, Arc::clone(&metrics)).await?;
+            log::info!("self-metrics at http://{bound}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
     let mut correlator = Correlator::new(
         Clock::new(Duration::from_secs(10)),
-        RatioSampler::new(args.sample_ratio),
+        Sampler::new(rules),
         Limits::default(),
     );
     for target in targets {
@@ -98,7 +154,16 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             }
             None => Profile::Generic,
         };
-        let a = tracer.attach(target)?;
+        let a = match tracer.attach(target) {
+            Ok(a) => a,
+            Err(e) => {
+                metrics.set_attach(AttachSnapshot {
+                    attach_failures: 1,
+                    ..AttachSnapshot::default()
+                });
+                return Err(e.into());
+            }
+        };
         log::info!(
             "attached pid {pid} as service {:?} ({}, {}, offsets from {:?})",
             resource.service_name,
@@ -119,10 +184,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             .otlp_endpoint
             .clone()
             .unwrap_or_else(|| protocol.default_endpoint().to_owned());
-        log::info!(
-            "exporting OTLP ({protocol}) to {endpoint}, sampling {:.1} %",
-            args.sample_ratio * 100.0
-        );
+        log::info!("exporting OTLP ({protocol}) to {endpoint}");
         Some(export::spawn(export::Config {
             endpoint,
             protocol,
@@ -133,7 +195,34 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         Some((h, t)) => (Some(h), Some(t)),
         None => (None, None),
     };
-    let pipeline = Pipeline::new(correlator, args.stdout, args.events, export_handle);
+    let policy = KeepPolicy {
+        errors: args.keep_errors,
+        slower_than: args.keep_slower_than,
+    };
+    if policy.enabled() {
+        log::info!(
+            "always keeping unsampled traces with {}{}{} (holding at most {} spans)",
+            if policy.errors { "errors" } else { "" },
+            if policy.errors && policy.slower_than.is_some() { " or " } else { "" },
+            policy
+                .slower_than
+                .map(|d| format!("a span slower than {d:?}"))
+                .unwrap_or_default(),
+            args.keep_buffer_spans
+        );
+    }
+    let keep = KeepBuffer::new(policy, args.keep_buffer_spans);
+    let pipeline = Pipeline::new(correlator, keep, args.stdout, args.events, export_handle)
+        .with_metrics(Arc::clone(&metrics));
+    let probes_attached: usize = tracer.attached().map(|a| a.probes.len()).sum();
+    let mut exited = 0u64;
+    let attach_snapshot = |live: usize, exited: u64| AttachSnapshot {
+        processes_attached: live as u64,
+        probes_attached: if live == 0 { 0 } else { probes_attached as u64 },
+        attach_failures: 0,
+        processes_exited: exited,
+    };
+    metrics.set_attach(attach_snapshot(args.pids.len(), 0));
     let reader = EventReader::new(tracer.take_events()?, args.drain_interval)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader_task = tokio::spawn(reader.run(pipeline, stop_rx));
@@ -148,8 +237,15 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     }
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut live = args.pids.len();
+    let mut kernel_tick = tokio::time::interval(KERNEL_METRICS_EVERY);
     loop {
         tokio::select! {
+            _ = kernel_tick.tick() => {
+                match tracer.counters() {
+                    Ok(c) => metrics.set_kernel(kernel_snapshot(&c)),
+                    Err(e) => log::debug!("reading kernel counters: {e}"),
+                }
+            }
             _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             Some(pid) = exit_rx.recv() => {
@@ -158,6 +254,8 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
                     Err(e) => log::warn!("pid {pid} exited; detaching: {e}"),
                 }
                 live -= 1;
+                exited += 1;
+                metrics.set_attach(attach_snapshot(live, exited));
                 if live == 0 && !args.keep_running {
                     log::info!("every traced process has exited");
                     break;
@@ -175,7 +273,11 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             return Ok(());
         }
     };
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let cstats = pipeline.correlator.stats();
+    let kstats = pipeline.keep().stats();
     if let Some(h) = pipeline.finish() {
         h.shutdown().await;
         let x = h.stats();
@@ -198,16 +300,40 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         cstats.kraken_announces_unlinked,
         cstats.kraken_noise
     );
+    if policy.enabled() {
+        log::info!(
+            "keep: {} spans kept for errors, {} for slowness; {} let go early (buffer full)",
+            kstats.kept_error,
+            kstats.kept_slow,
+            kstats.evicted
+        );
+    }
     let c = tracer.counters()?;
     log::info!(
-        "events read {} (undecodable {}); spans {} (unmatched ends {}, expired {}); kernel: probe hits {}, ring buffer full {}",
+        "events read {} (undecodable {}); spans {} (unmatched ends {}, expired {}, {} continued from a traceparent); \
+         kernel: probe hits {}, ring buffer full {}, dropped by path rules {} server + {} client requests",
         stats.records,
         stats.decode_errors,
         cstats.spans,
         cstats.unmatched_ends,
         cstats.expired,
+        cstats.from_traceparent,
         c.hits,
         c.ringbuf_full,
+        c.filtered_server,
+        c.filtered_client,
     );
     Ok(())
+}
+
+fn describe_rules(rules: &PathRules) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    parts.extend(rules.exclude.iter().map(|g| format!("exclude {g}")));
+    parts.extend(rules.include.iter().map(|g| format!("include {g}")));
+    parts.extend(rules.sample.iter().map(ToString::to_string));
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeLinkId,
         uprobe::UProbeScope,
@@ -17,11 +17,13 @@ use aya::{
 };
 use tracer_common::{
     maps::{
-        COUNTER_HITS, COUNTER_NOT_TRACED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL, COUNTERS,
-        EVENTS, PROCESSES,
+        COUNTER_FILTERED_CLIENT, COUNTER_FILTERED_ENDS, COUNTER_FILTERED_SERVER,
+        COUNTER_NOT_TRACED, COUNTER_PROBE_HITS, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL,
+        COUNTERS, EVENTS, PROCESSES, RULES,
     },
     offsets::ProcessConfig,
     probe::{PROBES, ProbeId, ProbeSpec, Site},
+    rules::KernelRules,
 };
 
 use crate::{
@@ -133,13 +135,22 @@ pub struct RawLink {
     link: UProbeLinkId,
 }
 
-/// Sums of the kernel-side counters over all CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The kernel-side counters, summed over CPUs unless said otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Probe hits in traced processes, all probes.
     pub hits: u64,
+    /// Hits per probe program (PROBES order).
+    pub probe_hits: Vec<(&'static str, u64)>,
     pub ringbuf_full: u64,
+    /// Ring-buffer reserve failures per CPU (index = CPU).
+    pub ringbuf_full_per_cpu: Vec<u64>,
     pub read_errors: u64,
     pub not_traced: u64,
+    /// Server / client requests dropped by the path rules, and their silenced end probes.
+    pub filtered_server: u64,
+    pub filtered_client: u64,
+    pub filtered_ends: u64,
 }
 
 pub struct Tracer {
@@ -336,19 +347,42 @@ impl Tracer {
             map: COUNTERS,
             source,
         })?;
-        let sum = |i: u32| -> Result<u64, TracerError> {
+        let per_cpu = |i: u32| -> Result<Vec<u64>, TracerError> {
             let v = arr.get(&i, 0).map_err(|source| TracerError::Map {
                 map: COUNTERS,
                 source,
             })?;
-            Ok(v.iter().sum())
+            Ok(v.iter().copied().collect())
         };
+        let sum = |i: u32| -> Result<u64, TracerError> { Ok(per_cpu(i)?.iter().sum()) };
+        let probe_hits = PROBES
+            .iter()
+            .map(|p| Ok((p.program, sum(COUNTER_PROBE_HITS + p.id as u32)?)))
+            .collect::<Result<Vec<_>, TracerError>>()?;
+        let ringbuf_full_per_cpu = per_cpu(COUNTER_RINGBUF_FULL)?;
         Ok(Counters {
-            hits: sum(COUNTER_HITS)?,
-            ringbuf_full: sum(COUNTER_RINGBUF_FULL)?,
+            hits: probe_hits.iter().map(|(_, n)| n).sum(),
+            probe_hits,
+            ringbuf_full: ringbuf_full_per_cpu.iter().sum(),
+            ringbuf_full_per_cpu,
             read_errors: sum(COUNTER_READ_ERRORS)?,
             not_traced: sum(COUNTER_NOT_TRACED)?,
+            filtered_server: sum(COUNTER_FILTERED_SERVER)?,
+            filtered_client: sum(COUNTER_FILTERED_CLIENT)?,
+            filtered_ends: sum(COUNTER_FILTERED_ENDS)?,
         })
+    }
+
+    /// Installs the path rules the kernel applies (requests they drop write no event).
+    pub fn set_rules(&mut self, rules: &KernelRules) -> Result<(), TracerError> {
+        let map = self
+            .ebpf
+            .map_mut(RULES)
+            .ok_or(TracerError::MissingMap(RULES))?;
+        let mut arr = BpfArray::<_, KernelRules>::try_from(map)
+            .map_err(|source| TracerError::Map { map: RULES, source })?;
+        arr.set(0, rules, 0)
+            .map_err(|source| TracerError::Map { map: RULES, source })
     }
 
     fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, TracerError> {

@@ -8,6 +8,7 @@
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
     event::{HttpClientEndEvent, HttpClientEvent},
+    maps::{COUNTER_FILTERED_CLIENT, SUPPRESS_CLIENT},
     probe::ProbeId,
 };
 
@@ -15,6 +16,7 @@ use crate::{
     goabi,
     gostr::{field_u64, read_string},
     maps, probes,
+    rules::{self, Verdict},
 };
 
 #[uprobe]
@@ -32,18 +34,26 @@ fn try_http_client(ctx: &ProbeContext) -> Option<()> {
     let off = &hit.cfg.offsets;
     let url = field_u64(req, off.request_url);
     unsafe {
-        (*ev).hdr = hit.hdr;
-        (*ev).request = req;
-        (*ev).parent_goid = field_u64(hit.hdr.goroutine, off.g_parent_goid);
-        read_string(req, off.request_method, &mut (*ev).method);
-        read_string(url, off.url_scheme, &mut (*ev).scheme);
-        read_string(url, off.url_host, &mut (*ev).host);
         // The path as sent: RawPath when Go kept an escaped form (e.g. library%2Fubuntu),
         // else Path. It must match what the server sees.
         read_string(url, off.url_raw_path, &mut (*ev).path);
         if (*ev).path.len == 0 {
             read_string(url, off.url_path, &mut (*ev).path);
         }
+        if let Some(r) = rules::active()
+            && rules::verdict(r, &(*ev).path, true) == Verdict::Drop
+        {
+            entry.discard(0);
+            rules::suppress(hit.hdr.tgid, SUPPRESS_CLIENT, hit.hdr.goid);
+            maps::count(COUNTER_FILTERED_CLIENT);
+            return None;
+        }
+        (*ev).hdr = hit.hdr;
+        (*ev).request = req;
+        (*ev).parent_goid = field_u64(hit.hdr.goroutine, off.g_parent_goid);
+        read_string(req, off.request_method, &mut (*ev).method);
+        read_string(url, off.url_scheme, &mut (*ev).scheme);
+        read_string(url, off.url_host, &mut (*ev).host);
     }
     entry.submit(maps::submit_flags());
     Some(())
@@ -58,6 +68,11 @@ pub fn http_client_end(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_http_client_end(ctx: &ProbeContext) -> Option<()> {
     let hit = probes::hit(ctx, ProbeId::HttpClientEnd)?;
+    if rules::active().is_some()
+        && rules::take_suppressed(hit.hdr.tgid, SUPPRESS_CLIENT, hit.hdr.goid)
+    {
+        return None;
+    }
     let resp = goabi::arg(ctx, 0);
     let err = goabi::arg(ctx, 1);
     let mut entry = probes::reserve::<HttpClientEndEvent>()?;

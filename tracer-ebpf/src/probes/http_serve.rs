@@ -8,6 +8,7 @@
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
     event::{HttpServeEndEvent, HttpServeEvent},
+    maps::{COUNTER_FILTERED_SERVER, SUPPRESS_SERVER},
     probe::ProbeId,
 };
 
@@ -15,6 +16,7 @@ use crate::{
     goabi, gomap,
     gostr::{field_u64, read_string},
     maps, probes,
+    rules::{self, Verdict},
 };
 
 #[uprobe]
@@ -31,13 +33,29 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
     let ev = entry.as_mut_ptr();
     let off = &hit.cfg.offsets;
     unsafe {
+        read_string(req, off.request_uri, &mut (*ev).uri);
+        (*ev).traceparent.len = u32::MAX;
+        if let Some(r) = rules::active() {
+            let v = rules::verdict(r, &(*ev).uri, false);
+            if v == Verdict::DropUnlessContinued {
+                gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+            }
+            if v == Verdict::Drop || (v == Verdict::DropUnlessContinued && (*ev).traceparent.len == 0)
+            {
+                entry.discard(0);
+                rules::suppress(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid);
+                maps::count(COUNTER_FILTERED_SERVER);
+                return None;
+            }
+        }
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
         read_string(req, off.request_method, &mut (*ev).method);
-        read_string(req, off.request_uri, &mut (*ev).uri);
         read_string(req, off.request_host, &mut (*ev).host);
         read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
-        gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+        if (*ev).traceparent.len == u32::MAX {
+            gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+        }
     }
     entry.submit(maps::submit_flags());
     Some(())
@@ -52,6 +70,11 @@ pub fn http_serve_end(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_http_serve_end(ctx: &ProbeContext) -> Option<()> {
     let hit = probes::hit(ctx, ProbeId::HttpServeEnd)?;
+    if rules::active().is_some()
+        && rules::take_suppressed(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid)
+    {
+        return None;
+    }
     let w = goabi::arg(ctx, 0);
     let mut entry = probes::reserve::<HttpServeEndEvent>()?;
     let ev = entry.as_mut_ptr();

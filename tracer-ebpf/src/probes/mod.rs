@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     event::EventHeader,
-    maps::{COUNTER_HITS, COUNTER_NOT_TRACED, COUNTER_RINGBUF_FULL},
+    maps::{COUNTER_NOT_TRACED, COUNTER_PROBE_HITS, COUNTER_RINGBUF_FULL},
     offsets::ProcessConfig,
     probe::ProbeId,
 };
@@ -34,7 +34,7 @@ pub fn hit(ctx: &ProbeContext, probe: ProbeId) -> Option<Hit> {
         maps::count(COUNTER_NOT_TRACED);
         return None;
     };
-    maps::count(COUNTER_HITS);
+    maps::count(COUNTER_PROBE_HITS + probe as u32);
     let g = goabi::goroutine(ctx);
     Some(Hit {
         cfg,
