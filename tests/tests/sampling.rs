@@ -83,10 +83,22 @@ fn zero_percent_paths_never_leave_the_kernel() {
             && get(s, "kraken_tracer_kernel_filtered_total{kind=\"end\"}") == 250
     });
     // Every request hit both server probes...
-    assert_eq!(get(&s, "kraken_tracer_probe_hits_total{probe=\"http_serve\"}"), 350);
-    assert_eq!(get(&s, "kraken_tracer_probe_hits_total{probe=\"http_serve_end\"}"), 350);
+    assert_eq!(
+        get(&s, "kraken_tracer_probe_hits_total{probe=\"http_serve\"}"),
+        350
+    );
+    assert_eq!(
+        get(
+            &s,
+            "kraken_tracer_probe_hits_total{probe=\"http_serve_end\"}"
+        ),
+        350
+    );
     // ...but only /hello's wrote events: one start and one end each.
-    assert_eq!(get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"), 250);
+    assert_eq!(
+        get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"),
+        250
+    );
     assert_eq!(get(&s, "kraken_tracer_events_read_total"), 200);
     assert_eq!(get(&s, "kraken_tracer_unmatched_ends_total"), 0);
     let (status, log) = tracer.stop().unwrap();
@@ -111,7 +123,13 @@ fn include_and_exclude_filters() {
             "/status/404",
         ],
     );
-    for target in ["/hello", "/deep?n=1", "/status/200", "/status/404", "/hello/x"] {
+    for target in [
+        "/hello",
+        "/deep?n=1",
+        "/status/200",
+        "/status/404",
+        "/hello/x",
+    ] {
         requests(fx.addr(), target, 20);
     }
     // Traced: /hello and /status/200. Dropped: /deep (not included), /status/404 (excluded),
@@ -120,7 +138,10 @@ fn include_and_exclude_filters() {
         get(s, "kraken_tracer_spans_created_total") == 40
             && get(s, "kraken_tracer_kernel_filtered_total{kind=\"end\"}") == 60
     });
-    assert_eq!(get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"), 60);
+    assert_eq!(
+        get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"),
+        60
+    );
     assert_eq!(get(&s, "kraken_tracer_events_read_total"), 80);
     drop(tracer);
 }
@@ -151,7 +172,10 @@ fn sampling_ratios_hold_per_rule() {
     let out = get(&s, "kraken_tracer_spans_sampled_out_total");
     assert_eq!(kept + out, n as u64);
     // p = 0.1: σ = 30.
-    assert!((850..=1150).contains(&kept), "/hello=0.1 kept {kept} of {n}");
+    assert!(
+        (850..=1150).contains(&kept),
+        "/hello=0.1 kept {kept} of {n}"
+    );
 
     // Paths no rule matches: the default ratio.
     requests(fx.addr(), "/deep?n=1", 2000);
@@ -227,7 +251,10 @@ fn parent_based_sampling_follows_the_traceparent() {
         get(s, "kraken_tracer_spans_created_total") == 20
     });
     assert_eq!(get(&s, "kraken_tracer_spans_from_traceparent_total"), 20);
-    assert_eq!(get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"), 10);
+    assert_eq!(
+        get(&s, "kraken_tracer_kernel_filtered_total{kind=\"server\"}"),
+        10
+    );
     assert_eq!(get(&s, "kraken_tracer_spans_queued_total"), 10);
     assert_eq!(get(&s, "kraken_tracer_spans_sampled_out_total"), 10);
     let (status, log) = tracer.stop().unwrap();
@@ -281,11 +308,18 @@ fn errors_and_slow_requests_are_kept_despite_sampling() {
     });
     // The /call trace: the fixture's own server span for /status/502 is a root of its own
     // trace in the same process (one process can't link to itself by path), so 30 error spans.
-    assert_eq!(get(&s, "kraken_tracer_spans_kept_total{reason=\"error\"}"), 40);
+    assert_eq!(
+        get(&s, "kraken_tracer_spans_kept_total{reason=\"error\"}"),
+        40
+    );
     let slow = get(&s, "kraken_tracer_spans_kept_total{reason=\"slow\"}");
     assert!(slow <= 3, "slow {slow}");
     assert_eq!(get(&s, "kraken_tracer_spans_queued_total"), 40 + slow);
-    assert_eq!(get(&s, "kraken_tracer_keep_buffer_spans"), 0, "nothing left held");
+    assert_eq!(
+        get(&s, "kraken_tracer_keep_buffer_spans"),
+        0,
+        "nothing left held"
+    );
     let (status, log) = tracer.stop().unwrap();
     assert!(status.success(), "{log}");
     let traces = jaeger
@@ -298,12 +332,16 @@ fn errors_and_slow_requests_are_kept_despite_sampling() {
     assert_eq!(calls.len(), 10);
     for t in calls {
         assert_eq!(t.spans.len(), 2, "server + failing client call: {t:?}");
-        assert!(t.spans.iter().all(|s| s.status_code == "STATUS_CODE_ERROR"), "{t:?}");
+        assert!(
+            t.spans.iter().all(|s| s.status_code == "STATUS_CODE_ERROR"),
+            "{t:?}"
+        );
     }
     assert!(
-        traces
+        traces.iter().all(|t| t
+            .spans
             .iter()
-            .all(|t| t.spans.iter().all(|s| s.attr("url.path") != Some("/status/200"))),
+            .all(|s| s.attr("url.path") != Some("/status/200"))),
         "a fast success was exported"
     );
 }

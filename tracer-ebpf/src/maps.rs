@@ -6,9 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    maps::{
-        EVENTS_BYTES, MAX_PROCESSES, MAX_SUPPRESSED, NUM_COUNTERS, SuppressKey, WAKEUP_BYTES,
-    },
+    maps::{EVENTS_BYTES, MAX_PROCESSES, MAX_SUPPRESSED, NUM_COUNTERS, SuppressKey, WAKEUP_BYTES},
     offsets::ProcessConfig,
     rules::KernelRules,
 };

@@ -40,7 +40,8 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
             if v == Verdict::DropUnlessContinued {
                 gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
             }
-            if v == Verdict::Drop || (v == Verdict::DropUnlessContinued && (*ev).traceparent.len == 0)
+            if v == Verdict::Drop
+                || (v == Verdict::DropUnlessContinued && (*ev).traceparent.len == 0)
             {
                 entry.discard(0);
                 rules::suppress(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid);
