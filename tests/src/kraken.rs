@@ -411,10 +411,20 @@ impl Cluster {
 
     /// The Go process of a component (not its nginx).
     /// Starts the real kraken-tracer on these components (service names `kraken-<component>`,
-    /// 100 % sampling), with `extra` arguments (e.g. the OTLP endpoint), and waits until it has
-    /// attached.
+    /// 100 % sampling except health checks, which are dropped in the kernel), with `extra`
+    /// arguments (e.g. the OTLP endpoint), and waits until it has attached.
     pub fn trace(&self, components: &[Component], extra: &[&str]) -> Result<crate::TracerProcess> {
-        let mut args: Vec<String> = vec!["--sample-ratio".into(), "1".into()];
+        let mut args: Vec<String> = [
+            "--sample-ratio",
+            "1",
+            "--no-default-rules",
+            "--sample",
+            "/health=0",
+            "--sample",
+            "/readiness=0",
+        ]
+        .map(String::from)
+        .to_vec();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         for c in components {
             args.push("--service-name-for".into());
