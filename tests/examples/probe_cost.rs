@@ -18,8 +18,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use kraken_tracer::{
-    reader::EventReader, symbols::sites::SiteKind, target::Target, tracer::Tracer,
+    reader::EventReader, rules::PathRules, symbols::sites::SiteKind, target::Target, tracer::Tracer,
 };
+use tracer_common::rules::KernelRules;
 use tracer_it::fixture;
 
 const CALLS: &str = "200000";
@@ -58,11 +59,37 @@ fn main() -> Result<()> {
         matches!(code.get(4), Some(0x76 | 0x0f)),
         "no jbe after the stack check"
     );
-    let sites: [(&str, Option<u64>); 4] = [
-        ("no probe (baseline)", None),
-        ("push rbp (chosen, emulated)", Some(chosen.offset)),
-        ("jbe stack check (emulated)", Some(jbe)),
-        ("cmp at entry (single-stepped)", Some(0)),
+    // The fixture's request is a Kraken blob download: the default rules walk /health and
+    // /readiness and let it through; an exclude rule for its path drops it in the kernel.
+    let no_rules = KernelRules::default();
+    let defaults = PathRules::new(&[], true, &[], &[], 0.1).kernel()?;
+    let drop_it = PathRules::new(
+        &[],
+        true,
+        &[],
+        &["/namespace/**".parse().map_err(anyhow::Error::msg)?],
+        0.1,
+    )
+    .kernel()?;
+    let sites: [(&str, Option<u64>, &KernelRules); 6] = [
+        ("no probe (baseline)", None, &no_rules),
+        (
+            "push rbp (chosen, emulated), no path rules",
+            Some(chosen.offset),
+            &no_rules,
+        ),
+        (
+            "push rbp, default rules, request passes",
+            Some(chosen.offset),
+            &defaults,
+        ),
+        (
+            "push rbp, request dropped by an exclude rule",
+            Some(chosen.offset),
+            &drop_it,
+        ),
+        ("jbe stack check (emulated)", Some(jbe), &no_rules),
+        ("cmp at entry (single-stepped)", Some(0), &no_rules),
     ];
 
     let mut tracer = Tracer::load(&std::env::temp_dir())?;
@@ -91,7 +118,8 @@ fn main() -> Result<()> {
     let mut results = vec![Vec::new(); sites.len()];
     time_round(&mut stdin)?; // warm-up
     for _ in 0..ROUNDS {
-        for (i, (_, site)) in sites.iter().enumerate() {
+        for (i, (_, site, rules)) in sites.iter().enumerate() {
+            tracer.set_rules(rules)?;
             let link = match site {
                 Some(off) => Some(tracer.attach_raw(&target, "http_serve", f.file_offset + off)?),
                 None => None,
@@ -114,14 +142,15 @@ fn main() -> Result<()> {
     let base = median(&mut results[0].clone());
     println!("| probe site in main.work | ns per call (median of {ROUNDS}) | added ns per hit |");
     println!("|---|---|---|");
-    for (i, (name, _)) in sites.iter().enumerate() {
+    for (i, (name, _, _)) in sites.iter().enumerate() {
         let m = median(&mut results[i]);
         println!("| {name} | {m:.0} | {:.0} |", m - base);
     }
     println!();
     println!(
-        "kernel: {} probe hits, {} ring-buffer reserve failures; reader: {} events",
+        "kernel: {} probe hits, {} dropped by path rules, {} ring-buffer reserve failures; reader: {} events",
         c.hits,
+        c.filtered_server,
         c.ringbuf_full,
         events.load(Ordering::Relaxed)
     );
