@@ -247,8 +247,9 @@ fn parent_based_sampling_follows_the_traceparent() {
     }
     // Neither: a local root at ratio 0, never leaves the kernel.
     requests(fx.addr(), "/deep?n=1", 10);
-    let s = wait_metrics(m, "20 spans", |s| {
+    let s = wait_metrics(m, "20 spans, 10 dropped", |s| {
         get(s, "kraken_tracer_spans_created_total") == 20
+            && get(s, "kraken_tracer_kernel_filtered_total{kind=\"end\"}") == 10
     });
     assert_eq!(get(&s, "kraken_tracer_spans_from_traceparent_total"), 20);
     assert_eq!(
