@@ -16,6 +16,7 @@ use kraken_tracer::{events::Event, reader::EventReader, tracer::Tracer};
 
 #[path = "../../xtask/src/cache.rs"]
 mod cache;
+pub mod gofixture;
 pub mod http;
 pub mod jaeger;
 pub mod kraken;

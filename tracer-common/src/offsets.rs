@@ -37,6 +37,8 @@ pub struct GoOffsets {
     pub g_goid: u32,
     /// `runtime.g.parentGoid` (uint64): goid of the goroutine that started this one.
     pub g_parent_goid: u32,
+    /// `net/http.Request.Header` (http.Header, a map: one pointer).
+    pub request_header: u32,
 }
 
 /// What the kernel knows about one traced process (value of the PROCESSES map).

@@ -243,16 +243,34 @@ impl fmt::Display for Event {
             h.probe, h.tgid, h.tid, h.goid, h.ktime_ns
         )?;
         match self {
-            Event::HttpServe(e) => write!(
-                f,
-                " method={} path={}{}{} host={} remote={}",
-                e.method.text,
-                e.path(),
-                if e.has_query() { "?<redacted>" } else { "" },
-                if e.uri.truncated { " (truncated)" } else { "" },
-                e.host.text,
-                e.remote_addr.text
-            ),
+            Event::HttpServe(e) => {
+                write!(
+                    f,
+                    " method={} path={}{}{} host={} remote={}",
+                    e.method.text,
+                    e.path(),
+                    if e.has_query() { "?<redacted>" } else { "" },
+                    if e.uri.truncated { " (truncated)" } else { "" },
+                    e.host.text,
+                    e.remote_addr.text
+                )?;
+                if !e.traceparent.text.is_empty() {
+                    write!(
+                        f,
+                        " traceparent={}{}",
+                        e.traceparent.text,
+                        if e.traceparent.truncated {
+                            " (truncated)"
+                        } else {
+                            ""
+                        }
+                    )?;
+                }
+                if e.traceparent.read_error {
+                    f.write_str(" traceparent_read_error")?;
+                }
+                Ok(())
+            }
             Event::HttpServeEnd(e) => write!(
                 f,
                 " status={} bytes={} pattern={:?}",

@@ -144,7 +144,7 @@ macro_rules! field {
     };
 }
 
-const FIELDS: [FieldSpec; 16] = [
+const FIELDS: [FieldSpec; 17] = [
     field!("net/http.Request", "Method", request_method),
     field!("net/http.Request", "URL", request_url),
     field!("net/http.Request", "Host", request_host),
@@ -161,6 +161,7 @@ const FIELDS: [FieldSpec; 16] = [
     field!("net/http.Response", "StatusCode", resp_status_code),
     field!("runtime.g", "goid", g_goid),
     field!("runtime.g", "parentGoid", g_parent_goid),
+    field!("net/http.Request", "Header", request_header),
 ];
 
 /// Section bytes, decompressed if needed.
@@ -584,6 +585,7 @@ mod tests {
             let (o, covered) = from_table(1, minor, 0);
             assert!(covered);
             assert_eq!(o.request_pattern == u32::MAX, minor < 23, "go1.{minor}");
+            assert_eq!(o.request_header, 56, "go1.{minor}");
             assert_ne!(o.g_parent_goid, 0);
         }
         let goid = |minor| from_table(1, minor, 0).0.g_goid;

@@ -38,6 +38,7 @@ const SINCE_1_21: GoOffsets = GoOffsets {
     resp_status_code: 16,
     g_goid: 152,
     g_parent_goid: 272,
+    request_header: 56,
 };
 
 /// go1.23 and go1.24: `Request.Pattern` added; `g.syscallbp` added before `goid`.
