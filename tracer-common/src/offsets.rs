@@ -48,8 +48,12 @@ pub struct ProcessConfig {
     pub offsets: GoOffsets,
     /// Go version of the target as major*100+minor (e.g. 126), for version-dependent logic.
     pub go_version: u32,
-    pub _reserved: u32,
+    /// `FLAG_*` bits: what this process's probes may capture.
+    pub flags: u32,
 }
+
+/// Capture the query string of server requests (off: the kernel reads the path only).
+pub const FLAG_CAPTURE_QUERY: u32 = 1;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProcessConfig {}

@@ -101,6 +101,10 @@ pub struct AttachArgs {
     /// trace is open (oldest traces are let go first, counted).
     #[arg(long, env = "KRAKEN_TRACER_KEEP_BUFFER_SPANS", default_value_t = 8192)]
     pub keep_buffer_spans: usize,
+    /// Let the kernel copy server requests' query strings (exported as `url.query`). Off by
+    /// default: only the path leaves the traced process (queries often carry tokens).
+    #[arg(long, env = "KRAKEN_TRACER_CAPTURE_QUERY")]
+    pub capture_query: bool,
     /// Serve Prometheus self-metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, env = "KRAKEN_TRACER_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

@@ -24,8 +24,8 @@ use crate::{
     clock::{Clock, to_wall},
     events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
     sample::Sampler,
-    traceparent::TraceParent,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
+    traceparent::TraceParent,
 };
 
 /// Limits that keep memory bounded.
@@ -408,6 +408,10 @@ fn server_start(
         ("url.path", e.path().into()),
         ("url.scheme", "http".into()),
     ];
+    // Only there with --capture-query: by default the kernel never copies the query.
+    if let Some((_, query)) = e.uri.text.split_once('?') {
+        attributes.push(("url.query", query.into()));
+    }
     if let Some((host, port)) = split_host_port(&e.host.text) {
         attributes.push(("server.address", host.into()));
         if let Some(port) = port {
@@ -940,11 +944,7 @@ mod tests {
     }
 
     fn correlator(ratio: f64, limits: Limits) -> Correlator {
-        let mut c = Correlator::new(
-            Clock::fixed(1_000_000_000),
-            Sampler::ratio(ratio),
-            limits,
-        );
+        let mut c = Correlator::new(Clock::fixed(1_000_000_000), Sampler::ratio(ratio), limits);
         c.register(
             10,
             Arc::new(ProcessResource {
@@ -1000,11 +1000,21 @@ mod tests {
             Duration::from_nanos(250)
         );
         assert_eq!(s.parent_span_id, None);
-        assert!(
-            !s.attributes
-                .iter()
-                .any(|(_, v)| matches!(v, AttrValue::Str(x) if x.contains("secret")))
+        // A query reaches user space only with --capture-query; then it is `url.query`, never
+        // part of the path or the name.
+        assert_eq!(
+            s.attr("url.query"),
+            Some(&AttrValue::Str("q=secret".into()))
         );
+        assert!(!s.name.contains("secret"));
+        let without = run(
+            &mut c,
+            &[
+                serve(6, 400, "/items/8"),
+                serve_end(6, 500, 0, "GET /items/{id}"),
+            ],
+        );
+        assert_eq!(without[0].attr("url.query"), None);
     }
 
     #[test]

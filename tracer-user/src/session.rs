@@ -124,6 +124,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             .unwrap_or_else(std::env::temp_dir),
     )?;
     tracer.set_rules(&kernel_rules)?;
+    tracer.set_capture_query(args.capture_query);
     log::info!(
         "sampling: {:.1} % by default; path rules (first match wins): {}; {} of them dropped in the kernel",
         args.sample_ratio * 100.0,

@@ -102,7 +102,7 @@ impl Target {
         ProcessConfig {
             offsets: self.offsets,
             go_version,
-            _reserved: 0,
+            flags: 0,
         }
     }
 

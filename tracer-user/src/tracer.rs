@@ -21,7 +21,7 @@ use tracer_common::{
         COUNTER_NOT_TRACED, COUNTER_PROBE_HITS, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL,
         COUNTERS, EVENTS, PROCESSES, RULES,
     },
-    offsets::ProcessConfig,
+    offsets::{FLAG_CAPTURE_QUERY, ProcessConfig},
     probe::{PROBES, ProbeId, ProbeSpec, Site},
     rules::KernelRules,
 };
@@ -156,6 +156,8 @@ pub struct Counters {
 pub struct Tracer {
     ebpf: Ebpf,
     attached: HashMap<u32, Attachment>,
+    /// `FLAG_*` bits given to every process attached from now on.
+    flags: u32,
 }
 
 impl Tracer {
@@ -211,6 +213,7 @@ impl Tracer {
         Ok(Tracer {
             ebpf,
             attached: HashMap::new(),
+            flags: 0,
         })
     }
 
@@ -373,6 +376,16 @@ impl Tracer {
         })
     }
 
+    /// Lets the kernel copy server requests' query strings (processes attached from now on).
+    /// Off by default: only the path leaves the traced process.
+    pub fn set_capture_query(&mut self, on: bool) {
+        if on {
+            self.flags |= FLAG_CAPTURE_QUERY;
+        } else {
+            self.flags &= !FLAG_CAPTURE_QUERY;
+        }
+    }
+
     /// Installs the path rules the kernel applies (requests they drop write no event).
     pub fn set_rules(&mut self, rules: &KernelRules) -> Result<(), TracerError> {
         let map = self
@@ -420,7 +433,10 @@ impl Tracer {
             }
         })?;
         let r = match cfg {
-            Some(cfg) => procs.insert(pid, cfg, 0),
+            Some(mut cfg) => {
+                cfg.flags |= self.flags;
+                procs.insert(pid, cfg, 0)
+            }
             None => procs.remove(&pid),
         };
         r.map_err(|source| TracerError::Map {

@@ -15,6 +15,7 @@ use crate::span::{AttrValue, SpanKind, SpanRecord, SpanStatus, hex};
 /// Attributes shown after a span's name (the rest are only exported).
 const SHOWN: &[&str] = &[
     "url.path",
+    "url.query",
     "url.full",
     "http.route",
     "http.response.status_code",

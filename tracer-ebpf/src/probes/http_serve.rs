@@ -9,6 +9,7 @@ use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
     event::{HttpServeEndEvent, HttpServeEvent},
     maps::{COUNTER_FILTERED_SERVER, SUPPRESS_SERVER},
+    offsets::FLAG_CAPTURE_QUERY,
     probe::ProbeId,
 };
 
@@ -33,30 +34,37 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
     let ev = entry.as_mut_ptr();
     let off = &hit.cfg.offsets;
     unsafe {
-        read_string(req, off.request_uri, &mut (*ev).uri);
-        (*ev).traceparent.len = u32::MAX;
-        if let Some(r) = rules::active() {
-            let v = rules::verdict(r, &(*ev).uri, false);
-            if v == Verdict::DropUnlessContinued {
-                gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+        // The request path as sent (RawPath when Go kept an escaped form, else Path), like the
+        // client side; the query only when the user opted in (privacy: it often holds tokens).
+        if hit.cfg.flags & FLAG_CAPTURE_QUERY != 0 {
+            read_string(req, off.request_uri, &mut (*ev).uri);
+        } else {
+            let url = field_u64(req, off.request_url);
+            read_string(url, off.url_raw_path, &mut (*ev).uri);
+            if (*ev).uri.len == 0 {
+                read_string(url, off.url_path, &mut (*ev).uri);
             }
-            if v == Verdict::Drop
-                || (v == Verdict::DropUnlessContinued && (*ev).traceparent.len == 0)
-            {
-                entry.discard(0);
-                rules::suppress(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid);
-                maps::count(COUNTER_FILTERED_SERVER);
-                return None;
-            }
+        }
+        let verdict = match rules::active() {
+            Some(r) => rules::verdict(r, &(*ev).uri, false),
+            None => Verdict::Pass,
+        };
+        if verdict != Verdict::Drop {
+            gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+        }
+        if verdict == Verdict::Drop
+            || (verdict == Verdict::DropUnlessContinued && (*ev).traceparent.len == 0)
+        {
+            entry.discard(0);
+            rules::suppress(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid);
+            maps::count(COUNTER_FILTERED_SERVER);
+            return None;
         }
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(req, off.request_host, &mut (*ev).host);
         read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
-        if (*ev).traceparent.len == u32::MAX {
-            gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
-        }
     }
     entry.submit(maps::submit_flags());
     Some(())
