@@ -17,6 +17,10 @@ pub struct KernelRule {
     pub stage: u8,
     pub _pad: [u8; 2],
     pub pattern: [u8; PATTERN_LEN],
+    /// Selects the pattern's leading literal bytes (up to 8, before any `*`) in a
+    /// little-endian word: a path whose first 8 bytes differ there can't match, and the kernel
+    /// skips the rule without walking it.
+    pub prefix_mask: u64,
 }
 
 impl Default for KernelRule {
@@ -27,7 +31,27 @@ impl Default for KernelRule {
             stage: 0,
             _pad: [0; 2],
             pattern: [0; PATTERN_LEN],
+            prefix_mask: 0,
         }
+    }
+}
+
+impl KernelRule {
+    /// `prefix_mask` for `pattern`.
+    pub fn prefix_mask_of(pattern: &[u8]) -> u64 {
+        let literal = pattern.iter().take(8).take_while(|&&c| c != b'*').count();
+        if literal >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * literal)) - 1
+        }
+    }
+
+    /// Whether a path starting with these 8 bytes (little-endian) may match.
+    pub fn may_match(&self, first8: u64) -> bool {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&self.pattern[..8]);
+        (u64::from_le_bytes(p) ^ first8) & self.prefix_mask == 0
     }
 }
 

@@ -2,9 +2,7 @@
 //! before any event is written, and its end probe is silenced through `SUPPRESSED`.
 //! Same algorithm and semantics as `tracer-user/src/rules.rs` (`glob_match`, `drops_*`).
 
-use aya_ebpf::{
-    cty::c_void, helpers::generated::bpf_loop, macros::map, maps::PerCpuArray,
-};
+use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop, macros::map, maps::PerCpuArray};
 use tracer_common::{
     event::GoStr,
     maps::{COUNTER_FILTERED_ENDS, SuppressKey},
@@ -46,7 +44,8 @@ pub struct MatchState {
     client: u32,
     decided: [u32; 2],
     verdict: u32,
-    _pad: u32,
+    /// Bit r: rule r's literal prefix matches the path's first bytes (else it can't match).
+    candidates: u32,
     text: [u8; TEXT_LEN],
 }
 
@@ -71,17 +70,35 @@ pub fn verdict<const N: usize>(rules: &KernelRules, path: &GoStr<N>, client: boo
         return Verdict::Pass;
     };
     let st = unsafe { &mut *st };
-    st.rule = 0;
-    st.i = 0;
-    st.j = 0;
-    st.tlen = (path.len as usize).min(N).min(TEXT_LEN) as u32;
-    st.truncated = u32::from(path.len as usize > N.min(TEXT_LEN));
-    st.client = u32::from(client);
     st.decided = [0, 0];
     st.verdict = VERDICT_PASS;
-    let n = N.min(TEXT_LEN);
-    st.text[..n].copy_from_slice(&path.bytes[..n]);
-    if rules.count > 0 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&path.bytes[..8]);
+    let first8 = u64::from_le_bytes(first);
+    let count = rules.count as usize;
+    // Accumulated in map memory, not a register: the verifier doesn't track map values, so
+    // the 16 branches don't multiply into 2^16 states.
+    let cand: *mut u32 = &mut st.candidates;
+    unsafe { core::ptr::write_volatile(cand, 0) };
+    for (idx, rule) in rules.rules.iter().enumerate() {
+        if idx >= count {
+            break;
+        }
+        if rule.may_match(first8) {
+            // Volatile: LLVM must not keep the accumulator in a register.
+            unsafe { core::ptr::write_volatile(cand, core::ptr::read_volatile(cand) | 1 << idx) };
+        }
+    }
+    // Most requests match no rule's literal prefix: no walk at all.
+    if st.candidates != 0 {
+        st.rule = 0;
+        st.i = 0;
+        st.j = 0;
+        st.tlen = (path.len as usize).min(N).min(TEXT_LEN) as u32;
+        st.truncated = u32::from(path.len as usize > N.min(TEXT_LEN));
+        st.client = u32::from(client);
+        let n = N.min(TEXT_LEN);
+        st.text[..n].copy_from_slice(&path.bytes[..n]);
         unsafe {
             bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0);
         }
@@ -114,7 +131,10 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     let stage = usize::from(rule.stage & 1);
-    if st.decided[stage] != 0 || (st.client != 0 && rule.drop == 0 && stage == 0) {
+    if (st.candidates >> (r & 31)) & 1 == 0
+        || st.decided[stage] != 0
+        || (st.client != 0 && rule.drop == 0 && stage == 0)
+    {
         next_rule(st);
         return 0;
     }

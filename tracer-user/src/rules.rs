@@ -208,8 +208,7 @@ impl PathRules {
         if self.exclude.iter().any(|g| g.matches(path)) {
             return Decision::Drop;
         }
-        if !client && !self.include.is_empty() && !self.include.iter().any(|g| g.matches(path))
-        {
+        if !client && !self.include.is_empty() && !self.include.iter().any(|g| g.matches(path)) {
             return Decision::Drop;
         }
         let ratio = match self.sample.iter().find(|r| r.glob.matches(path)) {
@@ -282,6 +281,7 @@ fn push_stage(
             ..KernelRule::default()
         };
         r.pattern[..glob.0.len()].copy_from_slice(glob.0.as_bytes());
+        r.prefix_mask = KernelRule::prefix_mask_of(glob.0.as_bytes());
         out.push(r);
     }
 }
@@ -408,7 +408,10 @@ mod tests {
         assert_eq!(rules.decide_server("/health"), Decision::Ratio(0.5));
         assert_eq!(rules.decide_server("/readiness"), Decision::Drop);
         assert_eq!(rules.decide_server("/announce/x"), Decision::Ratio(0.05));
-        assert_eq!(rules.decide_server("/namespace/n/blobs/d"), Decision::Ratio(0.2));
+        assert_eq!(
+            rules.decide_server("/namespace/n/blobs/d"),
+            Decision::Ratio(0.2)
+        );
         assert_eq!(rules.decide_server("/other"), Decision::Ratio(0.1));
         assert_eq!(rules.decide_server("/debug/pprof"), Decision::Drop);
         let only = PathRules::new(&[], false, &[g("/hello")], &[], 1.0);
@@ -427,14 +430,32 @@ mod tests {
     }
 
     fn kernel_decide(k: &KernelRules, path: &str, client: bool) -> bool {
-        // Mirrors tracer-ebpf/src/rules.rs: returns true when dropped.
+        // Mirrors tracer-ebpf/src/rules.rs: returns true when dropped. Bytes past the path's
+        // end are garbage in the kernel: fill them with something no pattern holds.
+        let mut first = [0xffu8; 8];
+        for (d, s) in first.iter_mut().zip(path.as_bytes()) {
+            *d = *s;
+        }
+        let first8 = u64::from_le_bytes(first);
         let rules = &k.rules[..k.count as usize];
+        for r in rules {
+            // The prefix filter never rejects a rule that matches.
+            if glob_match(&r.pattern[..r.len as usize], path.as_bytes()) {
+                assert!(
+                    r.may_match(first8),
+                    "{path} vs {:?}",
+                    &r.pattern[..r.len as usize]
+                );
+            }
+        }
         (0..2u8).any(|stage| {
             rules
                 .iter()
                 .filter(|r| r.stage == stage && !(client && stage == 0 && r.drop == 0))
                 .find(|r| glob_match(&r.pattern[..r.len as usize], path.as_bytes()))
-                .map_or(!client && k.default_drop[stage as usize] != 0, |r| r.drop != 0)
+                .map_or(!client && k.default_drop[stage as usize] != 0, |r| {
+                    r.drop != 0
+                })
         })
     }
 
@@ -455,7 +476,10 @@ mod tests {
             PathRules::ratio_only(0.0),
             PathRules::ratio_only(1.0),
             PathRules::new(
-                &[SampleRule::parse("/a=0.5").unwrap(), SampleRule::parse("/b=0").unwrap()],
+                &[
+                    SampleRule::parse("/a=0.5").unwrap(),
+                    SampleRule::parse("/b=0").unwrap(),
+                ],
                 false,
                 &[],
                 &[],
@@ -470,7 +494,9 @@ mod tests {
             "/x/a/b",
             "/announce/1",
             "/other",
-            "/health?x=1", "/a", "/b",
+            "/health?x=1",
+            "/a",
+            "/b",
         ];
         for rules in &sets {
             let k = rules.kernel().unwrap();
