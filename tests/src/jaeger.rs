@@ -164,6 +164,67 @@ impl Jaeger {
         }
     }
 
+    /// Stops Jaeger (SIGKILL, like a crash or a lost node: the receivers vanish, clients
+    /// see their connections reset) and waits until its ports refuse connections. Its stored
+    /// traces are gone (memory storage). [`restart`](Self::restart) brings it back on the same
+    /// ports. Idempotent.
+    pub fn stop(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+            self.child.wait()?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while [self.otlp_grpc_addr, self.otlp_http_addr, self.query_addr]
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+        {
+            if Instant::now() >= deadline {
+                bail!("Jaeger's ports still accept connections after it was killed");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// True while the Jaeger process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts Jaeger again (after [`stop`](Self::stop); stops it first if it runs) on the
+    /// same OTLP and query ports, so exporters keep their endpoint, and waits until it
+    /// answers. Its log goes on in the same file. Fails if another process took a port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        let [query_grpc] = free_ports::<1>()?;
+        let out = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let err = out.try_clone()?;
+        let bin = bin();
+        self.child = Command::new(&bin)
+            .arg("--config")
+            .arg(config())
+            .env("JAEGER_LISTEN_HOST", "127.0.0.1")
+            .env(
+                "JAEGER_OTLP_GRPC_PORT",
+                self.otlp_grpc_addr.port().to_string(),
+            )
+            .env(
+                "JAEGER_OTLP_HTTP_PORT",
+                self.otlp_http_addr.port().to_string(),
+            )
+            .env("JAEGER_QUERY_HTTP_PORT", self.query_addr.port().to_string())
+            .env("JAEGER_QUERY_GRPC_PORT", query_grpc.to_string())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("restarting {}", bin.display()))?;
+        self.wait_ready()
+    }
+
     /// The last `n` lines of Jaeger's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();

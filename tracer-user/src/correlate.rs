@@ -114,8 +114,8 @@ struct Process {
     profile: Profile,
     servers: HashMap<u64, Open>,
     clients: HashMap<u64, Open>,
-    /// goid → parent goid, learned from client events.
-    parents: HashMap<u64, u64>,
+    /// goid → (parent goid, when last learned or used), from client events.
+    parents: HashMap<u64, (u64, u64)>,
     /// Kraken: goid → the blob its announcer is about to announce.
     announcing: HashMap<u64, String>,
     /// Kraken origin: open `cache.write` spans, by the worker goroutine writing.
@@ -125,6 +125,8 @@ struct Process {
     refreshes: HashMap<String, Open>,
 }
 
+/// A goroutine parent link unused for this long is forgotten (its goroutine has likely ended).
+const PARENT_IDLE_NS: u64 = 60_000_000_000;
 /// How long after a client request starts a matching server request may start and be linked.
 const LINK_WINDOW_NS: u64 = 10_000_000_000;
 /// Open client spans remembered per (method, path) for linking.
@@ -311,7 +313,17 @@ impl Correlator {
             let before = p.refreshes.len();
             p.refreshes.retain(|_, o| o.start_ns >= cutoff);
             self.stats.expired += (before - p.refreshes.len()) as u64;
+            // Goroutines end without telling us: a parent link unused for a while is dropped
+            // (a later call on that goroutine carries its parent again).
+            let parents_cutoff = mono_now.saturating_sub(PARENT_IDLE_NS);
+            p.parents.retain(|_, (_, used)| *used >= parents_cutoff);
         }
+        // Client requests no server request claimed within the link window never will be.
+        let link_cutoff = mono_now.saturating_sub(LINK_WINDOW_NS);
+        self.outbound.retain(|_, q| {
+            q.retain(|&(_, _, start)| start >= link_cutoff);
+            !q.is_empty()
+        });
     }
 }
 
@@ -575,7 +587,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
             p.parents.clear();
             cx.stats.evicted += 1;
         }
-        p.parents.insert(goid, e.parent_goid);
+        p.parents.insert(goid, (e.parent_goid, e.hdr.ktime_ns));
     }
     // The innermost open span on this goroutine wins: a server span, else an internal span
     // (Kraken: the origin's cache write streams the backend download); only then the spans of
@@ -590,8 +602,11 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         if parent.is_some() {
             break;
         }
-        match p.parents.get(&g) {
-            Some(&pg) if pg != 0 && pg != g => g = pg,
+        match p.parents.get_mut(&g) {
+            Some((pg, used)) if *pg != 0 && *pg != g => {
+                *used = e.hdr.ktime_ns;
+                g = *pg;
+            }
             _ => break,
         }
         parent = p.servers.get(&g).map(|s| s.ctx);
@@ -1047,6 +1062,24 @@ mod tests {
             .find(|s| s.attr("http.response.status_code") == Some(&AttrValue::Int(503)))
             .unwrap();
         assert!(matches!(failed.status, SpanStatus::Error(_)));
+    }
+
+    #[test]
+    fn sweep_forgets_idle_parent_links_and_unclaimed_outbound_requests() {
+        let mut c = correlator(1.0, Limits::default());
+        run(&mut c, &[client(21, 20, 1_000)]);
+        let s = c.sizes();
+        assert_eq!((s.goroutine_parents, s.outbound_links), (1, 1));
+        c.sweep(1_000 + 5_000_000_000);
+        let s = c.sizes();
+        assert_eq!(
+            (s.goroutine_parents, s.outbound_links),
+            (1, 1),
+            "still fresh"
+        );
+        c.sweep(1_000 + PARENT_IDLE_NS + 1);
+        let s = c.sizes();
+        assert_eq!((s.goroutine_parents, s.outbound_links), (0, 0));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!                   │ grouped by ProcessResource
 //!                   ▼
 //!              one SpanExporter per resource (LRU, at most MAX_EXPORTERS), exports serialized
+//!                   │ failed: the batch is held and retried with exponential backoff
+//!                   ▼ (jittered, 1 s doubling to 30 s, for at most 2 min; meanwhile the queue
+//!                     fills and try_send drops + counts: memory ≤ queue + one batch)
+//!              collector
 //! ```
 //!
 //! Since opentelemetry-rust 0.32 a `SpanBuilder` can no longer take kernel-supplied ids and end
@@ -22,7 +26,7 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     str::FromStr,
     sync::{
@@ -140,8 +144,16 @@ pub struct Config {
     pub max_batch: usize,
     /// A batch is sent at most this long after its first span arrived.
     pub interval: Duration,
-    /// Upper bound of one export call (retries included); then the batch is dropped.
+    /// Upper bound of one export call; a call that takes longer counts as failed.
     pub export_timeout: Duration,
+    /// Delay before the first retry of a failed batch; it doubles with every further failure
+    /// (and is reset by a successful export). Each delay is jittered down to half its value.
+    pub retry_initial: Duration,
+    /// The longest delay between two retries.
+    pub retry_max_delay: Duration,
+    /// A batch still failing this long after its first failure is dropped (counted as
+    /// `dropped_export_failed`) and the next one is tried, with the same backoff.
+    pub retry_max_elapsed: Duration,
 }
 
 impl Default for Config {
@@ -153,6 +165,9 @@ impl Default for Config {
             max_batch: 512,
             interval: Duration::from_secs(5),
             export_timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(30),
+            retry_max_elapsed: Duration::from_secs(120),
         }
     }
 }
@@ -215,9 +230,17 @@ pub struct ExportStats {
     pub dropped_closed: u64,
     /// Spans the collector accepted.
     pub exported: u64,
-    /// Failed export calls (collector unreachable, rejected, timed out, exporter unavailable).
+    /// Failed export calls (collector unreachable, rejected, timed out, exporter unavailable),
+    /// retries included.
     pub export_errors: u64,
-    /// Spans dropped because their export failed.
+    /// Export calls made by retries of a batch whose export had failed (successful or not;
+    /// one per resource in the batch).
+    pub export_retries: u64,
+    /// Spans the collector accepted on a retry (also counted in `exported`).
+    pub exported_after_retry: u64,
+    /// Spans dropped because their export failed: retries exhausted
+    /// ([`Config::retry_max_elapsed`]), no exporter could be made for their process, or the
+    /// final drain at shutdown failed.
     pub dropped_export_failed: u64,
     /// Spans not exported because their trace is not sampled.
     pub unsampled: u64,
@@ -230,8 +253,12 @@ struct Counters {
     dropped_closed: AtomicU64,
     exported: AtomicU64,
     export_errors: AtomicU64,
+    export_retries: AtomicU64,
+    exported_after_retry: AtomicU64,
     dropped_export_failed: AtomicU64,
     unsampled: AtomicU64,
+    /// Gauge: spans of the failed batch held for a retry.
+    retrying: AtomicU64,
 }
 
 impl Counters {
@@ -242,6 +269,8 @@ impl Counters {
             dropped_closed: self.dropped_closed.load(Relaxed),
             exported: self.exported.load(Relaxed),
             export_errors: self.export_errors.load(Relaxed),
+            export_retries: self.export_retries.load(Relaxed),
+            exported_after_retry: self.exported_after_retry.load(Relaxed),
             dropped_export_failed: self.dropped_export_failed.load(Relaxed),
             unsampled: self.unsampled.load(Relaxed),
         }
@@ -344,14 +373,21 @@ impl ExportHandle {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
+    /// Spans of a failed batch held for a retry now (at most one batch). With
+    /// [`queue_len`](Self::queue_len): every span the exporter holds.
+    pub fn retry_len(&self) -> usize {
+        usize::try_from(self.shared.counters.retrying.load(Relaxed)).unwrap_or(usize::MAX)
+    }
+
     /// The counters now.
     pub fn stats(&self) -> ExportStats {
         self.shared.counters.snapshot()
     }
 
-    /// Stops taking spans, exports what is queued, shuts the exporters down, and waits for all
-    /// of it. After the first failed export of the final drain, the rest is dropped (counted)
-    /// so that an unreachable collector costs at most about two export timeouts. Idempotent.
+    /// Stops taking spans, exports what is queued (a batch waiting for a retry first, without
+    /// waiting for its backoff), shuts the exporters down, and waits for all of it. After the
+    /// first failed export of the final drain, the rest is dropped (counted) so that an
+    /// unreachable collector costs at most about two export timeouts. Idempotent.
     pub async fn shutdown(&self) {
         let mut done = self.shared.done.subscribe();
         self.shared.stop.send_replace(true);
@@ -505,6 +541,8 @@ pub fn spawn_with<F: ExporterFactory>(
         },
         max_batch: config.max_batch.max(1),
         interval: config.interval,
+        backoff: Backoff::new(config.retry_initial, config.retry_max_delay),
+        max_elapsed: config.retry_max_elapsed,
     };
     let task = tokio::spawn(batcher.run(rx, stop_rx));
     (ExportHandle { tx, shared }, task)
@@ -528,21 +566,127 @@ struct Batcher<F: ExporterFactory> {
     exporters: Exporters<F>,
     max_batch: usize,
     interval: Duration,
+    backoff: Backoff,
+    max_elapsed: Duration,
+}
+
+/// Spans of one batch not yet accepted by the collector, grouped by resource, and when to
+/// (re)try them.
+struct Pending {
+    groups: VecDeque<(Arc<ProcessResource>, Vec<SpanData>)>,
+    /// Failed attempts so far.
+    failures: u32,
+    first_failure: Option<Instant>,
+    not_before: Instant,
+}
+
+impl Pending {
+    fn new(batch: Vec<SpanRecord>, not_before: Instant) -> Pending {
+        Pending {
+            groups: group_by_resource(batch).into(),
+            failures: 0,
+            first_failure: None,
+            not_before,
+        }
+    }
+
+    fn spans(&self) -> usize {
+        self.groups.iter().map(|(_, s)| s.len()).sum()
+    }
+}
+
+/// Exponential backoff between export attempts after a failure: `initial`, doubling up to
+/// `max`, each delay drawn uniformly from [d/2, d] so that many tracers don't retry in step.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    /// The undithered delay of the last failure; None after a success.
+    current: Option<Duration>,
+    /// No export before this (set by a failure).
+    gate: Option<Instant>,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Backoff {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        Backoff {
+            initial,
+            max: max.max(initial),
+            current: None,
+            gate: None,
+            rng: h.finish() | 1,
+        }
+    }
+
+    /// A failure at `now`: the delay until the next attempt (also remembered as the gate).
+    fn failed(&mut self, now: Instant) -> Duration {
+        let d = match self.current {
+            None => self.initial,
+            Some(c) => c.saturating_mul(2).min(self.max),
+        };
+        self.current = Some(d);
+        let half = d / 2;
+        let spread = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
+        let delay = half + Duration::from_nanos(self.next_random() % spread.saturating_add(1));
+        self.gate = Some(now + delay);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        self.current = None;
+        self.gate = None;
+    }
+
+    /// The earliest time a new batch may be sent.
+    fn ready_at(&self, now: Instant) -> Instant {
+        self.gate.map_or(now, |g| g.max(now))
+    }
+
+    /// xorshift64.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
 }
 
 impl<F: ExporterFactory> Batcher<F> {
     async fn run(mut self, mut rx: mpsc::Receiver<SpanRecord>, mut stop: watch::Receiver<bool>) {
         let _done = DoneGuard(Arc::clone(&self.exporters.shared));
         let mut batch: Vec<SpanRecord> = Vec::with_capacity(self.max_batch);
+        // A batch being sent or waiting for its retry. While there is one the queue is not
+        // read: it fills up and try_send drops and counts, so memory stays bounded.
+        let mut pending: Option<Pending> = None;
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         loop {
+            if let Some(p) = pending.as_mut() {
+                if p.not_before > Instant::now() {
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep_until(p.not_before) => {}
+                    }
+                }
+                if self.attempt(p).await {
+                    pending = None;
+                }
+                self.note_retrying(pending.as_ref());
+                continue;
+            }
             let room = self.max_batch.saturating_sub(batch.len());
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
                 () = &mut timer, if !batch.is_empty() => {
-                    self.exporters.export(std::mem::take(&mut batch), false).await;
+                    pending = Some(self.pending(std::mem::take(&mut batch)));
                 }
                 n = rx.recv_many(&mut batch, room) => {
                     if n == 0 {
@@ -553,22 +697,25 @@ impl<F: ExporterFactory> Batcher<F> {
                         timer.as_mut().reset(Instant::now() + self.interval);
                     }
                     if batch.len() >= self.max_batch {
-                        self.exporters.export(std::mem::take(&mut batch), false).await;
+                        pending = Some(self.pending(std::mem::take(&mut batch)));
                     }
                 }
             }
         }
-        // Drain: no new spans, export what is queued, then shut the exporters down.
+        // Drain: no new spans, export what is held and queued (no retries, no backoff), then
+        // shut the exporters down.
         rx.close();
         let mut failed = false;
+        if let Some(p) = pending.take() {
+            failed = !self.exporters.flush(p, false).await;
+            self.note_retrying(None);
+        }
         loop {
             let room = self.max_batch.saturating_sub(batch.len()).max(1);
             let n = rx.recv_many(&mut batch, room).await;
             if batch.len() >= self.max_batch || (n == 0 && !batch.is_empty()) {
-                failed |= !self
-                    .exporters
-                    .export(std::mem::take(&mut batch), failed)
-                    .await;
+                let p = Pending::new(std::mem::take(&mut batch), Instant::now());
+                failed |= !self.exporters.flush(p, failed).await;
             }
             if n == 0 {
                 break;
@@ -577,6 +724,66 @@ impl<F: ExporterFactory> Batcher<F> {
         self.exporters.shutdown();
         let s = self.exporters.shared.counters.snapshot();
         log::debug!("OTLP export stopped: {s:?}");
+    }
+
+    /// A new batch, to be sent at once unless a recent failure asks to wait.
+    fn pending(&self, batch: Vec<SpanRecord>) -> Pending {
+        Pending::new(batch, self.backoff.ready_at(Instant::now()))
+    }
+
+    fn note_retrying(&self, pending: Option<&Pending>) {
+        let n = pending.map_or(0, Pending::spans);
+        self.exporters
+            .shared
+            .counters
+            .retrying
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// One attempt at a pending batch. Returns true when it is done with (all exported, or
+    /// dropped after its retries ran out); otherwise it is rescheduled after a backoff.
+    async fn attempt(&mut self, p: &mut Pending) -> bool {
+        let spans = p.spans();
+        let Err(e) = self.exporters.send(p).await else {
+            if p.failures > 0 {
+                log::info!(
+                    "OTLP export recovered: {spans} held spans sent after {} failed attempts",
+                    p.failures
+                );
+            }
+            self.backoff.succeeded();
+            return true;
+        };
+        let now = Instant::now();
+        p.failures += 1;
+        let first = *p.first_failure.get_or_insert(now);
+        let delay = self.backoff.failed(now);
+        let left = p.spans();
+        let shared = &self.exporters.shared;
+        if now.duration_since(first) >= self.max_elapsed {
+            add(&shared.counters.dropped_export_failed, left);
+            if self.exporters.error_log.allow() {
+                log::warn!(
+                    "OTLP export failed: {e}; dropping {left} spans after {} attempts over {:?} \
+                     ({} failed exports so far)",
+                    p.failures,
+                    now.duration_since(first),
+                    shared.counters.export_errors.load(Relaxed)
+                );
+            }
+            return true;
+        }
+        p.not_before = now + delay;
+        if self.exporters.error_log.allow() {
+            log::warn!(
+                "OTLP export failed: {e}; retrying {left} spans in {delay:.1?} (attempt {}; new \
+                 spans queue meanwhile, and are dropped once the queue is full; {} failed \
+                 exports so far)",
+                p.failures + 1,
+                shared.counters.export_errors.load(Relaxed)
+            );
+        }
+        false
     }
 }
 
@@ -595,38 +802,76 @@ struct Live<E> {
     last_use: u64,
 }
 
+/// Why one export call failed.
+enum OneError {
+    /// No exporter could be made for the resource (not worth a retry).
+    NoExporter(String),
+    /// The export itself failed or timed out.
+    Export(String),
+}
+
 impl<F: ExporterFactory> Exporters<F> {
-    /// Exports one batch, one request per resource, one after the other. With `give_up`, or
-    /// once an export has failed, the remaining groups are dropped. Returns false if anything
-    /// failed or was dropped.
-    async fn export(&mut self, batch: Vec<SpanRecord>, give_up: bool) -> bool {
+    /// Sends the pending groups, one request per resource, one after the other, removing
+    /// each one that succeeds. A resource whose exporter cannot be made has its spans
+    /// dropped (a configuration problem retrying would not fix). At the first failed export
+    /// it stops: that group and the ones after it stay pending (for a retry).
+    async fn send(&mut self, p: &mut Pending) -> Result<(), String> {
+        let retry = p.failures > 0;
+        while let Some((resource, spans)) = p.groups.pop_front() {
+            let n = spans.len();
+            let c = &self.shared.counters;
+            if retry {
+                c.export_retries.fetch_add(1, Relaxed);
+            }
+            // The exporter takes the spans: keep a copy for a retry.
+            let copy = spans.clone();
+            match self.export_one(&resource, spans).await {
+                Ok(()) => {
+                    let c = &self.shared.counters;
+                    add(&c.exported, n);
+                    if retry {
+                        add(&c.exported_after_retry, n);
+                    }
+                }
+                Err(OneError::NoExporter(e)) => {
+                    add(&self.shared.counters.dropped_export_failed, n);
+                    if self.error_log.allow() {
+                        log::warn!(
+                            "no OTLP exporter for {:?} (pid {}), {n} spans dropped: {e}",
+                            resource.service_name,
+                            resource.pid
+                        );
+                    }
+                }
+                Err(OneError::Export(e)) => {
+                    p.groups.push_front((resource, copy));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every group once, without retries (the final drain). With `give_up`, or once an
+    /// export has failed, the remaining groups are dropped. Returns false if anything failed
+    /// or was dropped.
+    async fn flush(&mut self, p: Pending, give_up: bool) -> bool {
         let mut ok = !give_up;
-        let timeout = self.timeout;
-        for (resource, spans) in group_by_resource(batch) {
+        for (resource, spans) in p.groups {
             let n = spans.len();
             if !ok {
                 add(&self.shared.counters.dropped_export_failed, n);
                 continue;
             }
-            let result = match self.exporter_for(&resource) {
-                Ok(exporter) => match tokio::time::timeout(timeout, exporter.export(spans)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("timed out after {timeout:?}")),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
+            match self.export_one(&resource, spans).await {
                 Ok(()) => add(&self.shared.counters.exported, n),
-                Err(e) => {
+                Err(OneError::NoExporter(e) | OneError::Export(e)) => {
                     ok = false;
-                    let c = &self.shared.counters;
-                    let errors = c.export_errors.fetch_add(1, Relaxed) + 1;
-                    add(&c.dropped_export_failed, n);
+                    add(&self.shared.counters.dropped_export_failed, n);
                     if self.error_log.allow() {
                         log::warn!(
-                            "OTLP export of {n} spans of {:?} (pid {}) failed, spans dropped: {e} \
-                             ({errors} failed exports so far)",
+                            "OTLP export of {n} spans of {:?} (pid {}) at shutdown failed, \
+                             spans dropped: {e}",
                             resource.service_name,
                             resource.pid
                         );
@@ -635,6 +880,27 @@ impl<F: ExporterFactory> Exporters<F> {
             }
         }
         ok
+    }
+
+    /// One export call, bounded by the export timeout. Failures are counted as export errors.
+    async fn export_one(
+        &mut self,
+        resource: &Arc<ProcessResource>,
+        spans: Vec<SpanData>,
+    ) -> Result<(), OneError> {
+        let timeout = self.timeout;
+        let result = match self.exporter_for(resource) {
+            Ok(exporter) => match tokio::time::timeout(timeout, exporter.export(spans)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(OneError::Export(e.to_string())),
+                Err(_) => Err(OneError::Export(format!("timed out after {timeout:?}"))),
+            },
+            Err(e) => Err(OneError::NoExporter(e.to_string())),
+        };
+        if result.is_err() {
+            self.shared.counters.export_errors.fetch_add(1, Relaxed);
+        }
+        result
     }
 
     fn exporter_for(

@@ -108,8 +108,12 @@ pub struct ExportSnapshot {
     pub dropped_queue_full: u64,
     pub dropped_export_failed: u64,
     pub export_errors: u64,
+    /// Export calls made to retry a failed batch.
+    pub export_retries: u64,
     /// Gauge: spans waiting in the export queue.
     pub queue_len: u64,
+    /// Gauge: spans held for a retry (at most one batch).
+    pub retry_len: u64,
 }
 
 /// Attachment state.
@@ -372,6 +376,18 @@ impl Collector for SnapshotCollector {
             "export_errors",
             "Failed export calls (collector unreachable, rejected, timed out).",
             x.export_errors,
+        )?;
+        counter(
+            e,
+            "export_retries",
+            "Export calls retrying a failed batch (exponential backoff, 1 s doubling to 30 s).",
+            x.export_retries,
+        )?;
+        gauge(
+            e,
+            "export_retry_spans",
+            "Spans held for a retry of a failed export (at most one batch).",
+            x.retry_len,
         )?;
         gauge(
             e,
@@ -673,7 +689,9 @@ mod tests {
             dropped_queue_full: 203,
             dropped_export_failed: 204,
             export_errors: 205,
+            export_retries: 207,
             queue_len: 206,
+            retry_len: 208,
         });
         m.set_attach(AttachSnapshot {
             processes_attached: 301,
@@ -715,6 +733,8 @@ mod tests {
         "kraken_tracer_spans_dropped_total{reason=\"queue_full\"} 203",
         "kraken_tracer_spans_dropped_total{reason=\"export_failed\"} 204",
         "kraken_tracer_export_errors_total 205",
+        "kraken_tracer_export_retries_total 207",
+        "kraken_tracer_export_retry_spans 208",
         "kraken_tracer_export_queue_spans 206",
         "kraken_tracer_processes_attached 301",
         "kraken_tracer_probes_attached 302",

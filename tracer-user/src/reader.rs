@@ -28,6 +28,13 @@ impl<F: FnMut(Event)> EventSink for F {
     }
 }
 
+/// When the kernel writes faster than the reader reads, the ring never empties: an unbounded
+/// drain would then never return and starve the tasks sharing the reader's runtime thread (the
+/// metrics server, the exporter, the tick's housekeeping). So a drain in [`EventReader::run`]
+/// stops after this long (checked every `DRAIN_CHECK_EVERY` records) and yields first.
+const DRAIN_SLICE: Duration = Duration::from_millis(5);
+const DRAIN_CHECK_EVERY: usize = 256;
+
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     interval: Duration,
@@ -50,10 +57,30 @@ impl EventReader {
 
     /// Decodes every record now in the ring and hands it to `sink`.
     pub fn drain(&mut self, sink: &mut impl EventSink) -> usize {
+        self.drain_for(sink, None).0
+    }
+
+    /// Like [`drain`](Self::drain), but stops once `slice` has passed. Returns the records
+    /// handled and whether it stopped early (records may still be waiting).
+    pub fn drain_for(
+        &mut self,
+        sink: &mut impl EventSink,
+        slice: Option<Duration>,
+    ) -> (usize, bool) {
+        let start = std::time::Instant::now();
         let mut n = 0;
         let stats = &mut self.stats;
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+        let mut cut = false;
+        loop {
+            if let Some(slice) = slice
+                && n % DRAIN_CHECK_EVERY == DRAIN_CHECK_EVERY - 1
+                && start.elapsed() >= slice
+            {
+                cut = true;
+                break;
+            }
+            let Some(item) = ring.next() else { break };
             n += 1;
             match events::decode(&item) {
                 Ok(ev) => sink.on_event(ev),
@@ -61,7 +88,7 @@ impl EventReader {
             }
         }
         stats.records += n as u64;
-        n
+        (n, cut)
     }
 
     /// Runs until `stop` turns true, then drains once more and returns the stats and the sink.
@@ -72,23 +99,34 @@ impl EventReader {
     ) -> (ReaderStats, S) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let slice = Some(DRAIN_SLICE);
+        // A drain was cut short: records are waiting.
+        let mut more = false;
         loop {
+            if more {
+                // Let the other tasks (and the I/O driver) run before going on.
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        self.drain_for(&mut sink, Some(Duration::from_secs(1)));
+                        return (self.stats, sink);
+                    }
+                }
+                _ = tick.tick() => {
+                    more = self.drain_for(&mut sink, slice).1;
+                    sink.on_tick(self.stats);
+                }
                 guard = self.ring.readable_mut() => {
                     if let Ok(mut g) = guard {
                         g.clear_ready();
                     }
-                    self.drain(&mut sink);
+                    more = self.drain_for(&mut sink, slice).1;
                 }
-                _ = tick.tick() => {
-                    self.drain(&mut sink);
-                    sink.on_tick(self.stats);
-                }
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        self.drain(&mut sink);
-                        return (self.stats, sink);
-                    }
+                () = std::future::ready(()), if more => {
+                    more = self.drain_for(&mut sink, slice).1;
                 }
             }
         }

@@ -1,7 +1,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::SeqCst},
     },
     time::{Duration, SystemTime},
 };
@@ -73,6 +73,10 @@ enum Mode {
 struct Ctl {
     mode: Arc<std::sync::Mutex<Mode>>,
     factory_fails: Arc<AtomicBool>,
+    /// The next this many exports fail (whatever the mode).
+    fail_next: Arc<AtomicUsize>,
+    /// Exports for this process.pid fail (-1: none).
+    fail_pid: Arc<AtomicI64>,
 }
 
 impl Ctl {
@@ -101,7 +105,21 @@ impl SpanExporter for Fake {
         if mode == Mode::Hang {
             std::future::pending::<()>().await;
         }
-        let ok = mode == Mode::Ok;
+        let forced = self
+            .ctl
+            .fail_next
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let pid = self
+            .resource
+            .as_ref()
+            .and_then(|r| attr(r, "process.pid"))
+            .and_then(|v| match v {
+                Value::I64(p) => Some(p),
+                _ => None,
+            });
+        let bad_pid = pid.is_some() && pid == Some(self.ctl.fail_pid.load(SeqCst));
+        let ok = mode == Mode::Ok && !forced && !bad_pid;
         let _ = self.log.send(Ev::Export {
             exporter: self.id,
             resource: self.resource.clone(),
@@ -138,6 +156,8 @@ fn start(config: Config) -> Harness {
     let ctl = Ctl {
         mode: Arc::new(std::sync::Mutex::new(Mode::Ok)),
         factory_fails: Arc::new(AtomicBool::new(false)),
+        fail_next: Arc::new(AtomicUsize::new(0)),
+        fail_pid: Arc::new(AtomicI64::new(-1)),
     };
     let created = Arc::new(AtomicUsize::new(0));
     let (c, n) = (ctl.clone(), Arc::clone(&created));
@@ -482,19 +502,251 @@ async fn least_recently_used_exporter_is_evicted() {
     h.handle.shutdown().await;
 }
 
+/// Asserts a retry delay was jittered within [d/2, d].
+#[track_caller]
+fn assert_backoff(waited: Duration, d: Duration) {
+    assert!(
+        waited >= d / 2 && waited <= d,
+        "waited {waited:?}, expected a backoff in [{:?}, {d:?}]",
+        d / 2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_export_is_retried_with_backoff_until_it_succeeds() {
+    let mut h = start(Config::default());
+    let res = resource("kraken-agent", 1);
+    // The collector fails three times, then accepts.
+    h.ctl.fail_next.store(3, SeqCst);
+    for i in 0..512 {
+        assert!(h.handle.try_send(record(i, &res)));
+    }
+    let mut last = Instant::now();
+    for (attempt, backoff) in [(0, None), (1, Some(1)), (2, Some(2)), (3, Some(4))] {
+        let (exporter, _, spans, ok) = next_export(&mut h.events).await;
+        let now = Instant::now();
+        if let Some(d) = backoff {
+            assert_backoff(now - last, Duration::from_secs(d));
+        } else {
+            assert_eq!(now, last, "the first attempt goes at once");
+        }
+        last = now;
+        assert_eq!((exporter, spans.len()), (0, 512), "attempt {attempt}");
+        // The same spans every time, in order.
+        assert_eq!(spans[0].name, "span 0");
+        assert_eq!(spans[511].name, "span 511");
+        assert_eq!(ok, attempt == 3, "attempt {attempt}");
+        if attempt < 3 {
+            assert_eq!(h.handle.retry_len(), 512, "held for the retry");
+        }
+    }
+    let s = h.handle.stats();
+    assert_eq!(
+        (
+            s.exported,
+            s.exported_after_retry,
+            s.export_errors,
+            s.export_retries,
+            s.dropped_export_failed
+        ),
+        (512, 512, 3, 3, 0)
+    );
+    assert_eq!(h.handle.retry_len(), 0);
+    assert_eq!(h.created.load(SeqCst), 1, "the exporter is reused");
+
+    // A success resets the backoff: the next failure waits about 1 s again.
+    h.ctl.fail_next.store(1, SeqCst);
+    for i in 0..512 {
+        assert!(h.handle.try_send(record(1000 + i, &res)));
+    }
+    let (_, _, _, ok) = next_export(&mut h.events).await;
+    assert!(!ok);
+    let t = Instant::now();
+    let (_, _, _, ok) = next_export(&mut h.events).await;
+    assert!(ok);
+    assert_backoff(Instant::now() - t, Duration::from_secs(1));
+    h.handle.shutdown().await;
+    let s = h.handle.stats();
+    assert_eq!(
+        (s.exported, s.export_retries, s.export_errors),
+        (1024, 4, 4)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_up_to_the_maximum() {
+    let mut h = start(Config {
+        retry_max_elapsed: Duration::from_secs(3600),
+        ..Config::default()
+    });
+    h.ctl.set(Mode::Fail);
+    let res = resource("kraken-agent", 1);
+    for i in 0..512 {
+        h.handle.try_send(record(i, &res));
+    }
+    let _ = next_export(&mut h.events).await;
+    let mut last = Instant::now();
+    for d in [1, 2, 4, 8, 16, 30, 30, 30] {
+        let (_, _, _, ok) = next_export(&mut h.events).await;
+        assert!(!ok);
+        assert_backoff(Instant::now() - last, Duration::from_secs(d));
+        last = Instant::now();
+    }
+    let s = h.handle.stats();
+    assert_eq!((s.export_errors, s.export_retries, s.exported), (9, 8, 0));
+    // Shutting down does not wait for the backoff: one last attempt, then the spans go.
+    let t = Instant::now();
+    h.handle.shutdown().await;
+    assert_eq!(Instant::now(), t);
+    let s = h.handle.stats();
+    assert_eq!((s.export_errors, s.dropped_export_failed), (10, 512));
+    assert_eq!(h.handle.retry_len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_fills_and_drops_during_an_outage_then_everything_held_is_sent() {
+    let mut h = start(Config::default());
+    let res = resource("kraken-agent", 1);
+    h.ctl.set(Mode::Fail);
+    for i in 0..512 {
+        assert!(h.handle.try_send(record(i, &res)));
+    }
+    let (_, _, _, ok) = next_export(&mut h.events).await;
+    assert!(!ok);
+    // The batcher waits for its retry and reads nothing meanwhile: the queue takes 2048
+    // spans, the rest is dropped and counted, and try_send never waits.
+    let t0 = Instant::now();
+    let accepted = (0..3000)
+        .filter(|i| h.handle.try_send(record(10_000 + i, &res)))
+        .count();
+    assert_eq!(Instant::now(), t0);
+    assert_eq!(accepted, 2048);
+    assert_eq!(h.handle.queue_len(), 2048);
+    assert_eq!(h.handle.retry_len(), 512);
+    let s = h.handle.stats();
+    assert_eq!((s.queued, s.dropped_queue_full), (512 + 2048, 952));
+    // Still down at the first retry.
+    let (_, _, spans, ok) = next_export(&mut h.events).await;
+    assert!(!ok);
+    assert_eq!(spans[0].name, "span 0");
+    assert_eq!(h.handle.queue_len(), 2048);
+
+    // The collector is back: the held batch goes first, then the queue, oldest first.
+    h.ctl.set(Mode::Ok);
+    let mut names = Vec::new();
+    while names.len() < 512 + 2048 {
+        let (_, _, spans, ok) = next_export(&mut h.events).await;
+        assert!(ok);
+        names.extend(spans.iter().map(|s| s.name.to_string()));
+    }
+    assert_eq!(names[0], "span 0");
+    assert_eq!(names[512], "span 10000");
+    assert_eq!(names[512 + 2047], "span 12047");
+    assert_eq!((h.handle.queue_len(), h.handle.retry_len()), (0, 0));
+    let s = h.handle.stats();
+    assert_eq!(
+        (
+            s.exported,
+            s.exported_after_retry,
+            s.export_errors,
+            s.export_retries
+        ),
+        (2560, 512, 2, 2)
+    );
+    // Afterwards the queue takes spans again.
+    assert!(h.handle.try_send(record(99_999, &res)));
+    h.handle.shutdown().await;
+    assert_eq!(h.handle.stats().exported, 2561);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_give_up_after_max_elapsed_and_the_next_batch_keeps_the_backoff() {
+    let mut h = start(Config {
+        max_queue: 512,
+        retry_max_elapsed: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let res = resource("kraken-agent", 1);
+    h.ctl.set(Mode::Fail);
+    for i in 0..512 {
+        h.handle.try_send(record(i, &res));
+    }
+    let _ = next_export(&mut h.events).await;
+    let t0 = Instant::now();
+    for i in 0..512 {
+        assert!(h.handle.try_send(record(1000 + i, &res)));
+    }
+    // Attempts of the first batch until 60 s after its first failure.
+    loop {
+        let (_, _, spans, ok) = next_export(&mut h.events).await;
+        assert!(!ok);
+        if spans[0].name != "span 0" {
+            break;
+        }
+    }
+    // The first batch was dropped; the second is sent one backoff (≤ 30 s) after the last
+    // attempt, not at once.
+    let waited = Instant::now() - t0;
+    assert!(
+        waited >= Duration::from_secs(60) + Duration::from_secs(15)
+            && waited <= Duration::from_secs(60 + 30 + 30),
+        "{waited:?}"
+    );
+    let s = h.handle.stats();
+    assert_eq!(s.dropped_export_failed, 512);
+    assert_eq!(h.handle.retry_len(), 512);
+    h.ctl.set(Mode::Ok);
+    let (_, _, spans, ok) = next_export(&mut h.events).await;
+    assert!(ok);
+    assert_eq!(spans[0].name, "span 1000");
+    h.handle.shutdown().await;
+    let s = h.handle.stats();
+    assert_eq!((s.exported, s.exported_after_retry), (512, 512));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_failed_resources_are_retried() {
+    let mut h = start(Config::default());
+    let a = resource("a", 1);
+    let b = resource("b", 2);
+    let c = resource("c", 3);
+    h.ctl.fail_pid.store(2, SeqCst);
+    for i in 0..6 {
+        h.handle.try_send(record(i, [&a, &b, &c][i as usize % 3]));
+    }
+    h.handle.try_send(record(6, &a));
+    // Interval elapses: a is sent, b fails, c waits (the collector looks down).
+    let (e, _, spans, ok) = next_export(&mut h.events).await;
+    assert_eq!((e, spans.len(), ok), (0, 3, true));
+    let (e, _, spans, ok) = next_export(&mut h.events).await;
+    assert_eq!((e, spans.len(), ok), (1, 2, false));
+    assert_eq!(h.handle.retry_len(), 4);
+    h.ctl.fail_pid.store(-1, SeqCst);
+    let t = Instant::now();
+    let (e, _, spans, ok) = next_export(&mut h.events).await;
+    assert_backoff(Instant::now() - t, Duration::from_secs(1));
+    assert_eq!((e, spans.len(), ok), (1, 2, true));
+    let (e, _, spans, ok) = next_export(&mut h.events).await;
+    assert_eq!((e, spans.len(), ok), (2, 2, true));
+    let s = h.handle.stats();
+    assert_eq!(
+        (
+            s.exported,
+            s.exported_after_retry,
+            s.export_errors,
+            s.export_retries
+        ),
+        (7, 4, 1, 2)
+    );
+    h.handle.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn export_failures_are_counted_and_the_task_goes_on() {
     let mut h = start(Config::default());
     let res = resource("kraken-agent", 1);
 
-    h.ctl.set(Mode::Fail);
-    for i in 0..512 {
-        h.handle.try_send(record(i, &res));
-    }
-    let (_, _, _, ok) = next_export(&mut h.events).await;
-    assert!(!ok);
-
-    // An exporter that never answers is cut off after export_timeout.
+    // An exporter that never answers is cut off after export_timeout, then retried.
     h.ctl.set(Mode::Hang);
     let t0 = Instant::now();
     for i in 0..512 {
@@ -502,27 +754,33 @@ async fn export_failures_are_counted_and_the_task_goes_on() {
     }
     while !matches!(h.events.recv().await, Some(Ev::Started)) {}
     h.ctl.set(Mode::Ok);
-    // Meanwhile: spans of a new process whose exporter cannot be made (counts like a failed
-    // export), then spans of the first process again, once the collector is back.
+    let (exporter, _, spans, ok) = next_export(&mut h.events).await;
+    assert_backoff(
+        Instant::now() - t0 - Duration::from_secs(10),
+        Duration::from_secs(1),
+    );
+    assert!(ok);
+    assert_eq!((exporter, spans.len()), (0, 512));
+
+    // Spans of a new process whose exporter cannot be made are dropped at once (counted
+    // like a failed export, no retry); the other process's spans in the batch still go.
     h.ctl.factory_fails.store(true, SeqCst);
-    for i in 0..512 {
+    for i in 0..256 {
         h.handle.try_send(record(i, &resource("other", 2)));
-    }
-    for i in 0..512 {
         h.handle.try_send(record(i, &res));
     }
     let (exporter, _, spans, ok) = next_export(&mut h.events).await;
-    assert_eq!(Instant::now() - t0, Duration::from_secs(10));
     assert!(ok);
-    assert_eq!((exporter, spans.len()), (0, 512));
+    assert_eq!((exporter, spans.len()), (0, 256));
     assert_eq!(h.created.load(SeqCst), 1);
 
     h.handle.shutdown().await;
     let s = h.handle.stats();
-    assert_eq!(s.queued, 4 * 512);
-    assert_eq!(s.export_errors, 3);
-    assert_eq!(s.dropped_export_failed, 3 * 512);
-    assert_eq!(s.exported, 512);
+    assert_eq!(s.queued, 2 * 512);
+    assert_eq!(s.export_errors, 2);
+    assert_eq!(s.export_retries, 1);
+    assert_eq!(s.dropped_export_failed, 256);
+    assert_eq!(s.exported, 768);
     assert_eq!(s.dropped_queue_full, 0);
 }
 
