@@ -20,6 +20,7 @@ pub mod gofixture;
 pub mod http;
 pub mod jaeger;
 pub mod kraken;
+pub mod procstat;
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,7 +148,18 @@ pub struct Traced {
 
 impl Traced {
     pub fn start(pids: &[u32]) -> Result<Traced> {
+        Self::start_with(pids, false)
+    }
+
+    /// Like `start`, with the kernel copying request queries too (`--capture-query`): for
+    /// tests that tell requests apart by their query.
+    pub fn start_capturing_query(pids: &[u32]) -> Result<Traced> {
+        Self::start_with(pids, true)
+    }
+
+    fn start_with(pids: &[u32], capture_query: bool) -> Result<Traced> {
         let mut tracer = Tracer::load(&std::env::temp_dir())?;
+        tracer.set_capture_query(capture_query);
         for &pid in pids {
             tracer.attach_pid(pid)?;
         }

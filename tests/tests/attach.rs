@@ -31,7 +31,7 @@ fn counts(v: &[(String, String)]) -> BTreeMap<(String, String), usize> {
 fn events_match_requests(stripped: bool) {
     let bin = fixture("httpserver", stripped);
     let fx = Fixture::http(&bin).unwrap();
-    let traced = Traced::start(&[fx.pid]).unwrap();
+    let traced = Traced::start_capturing_query(&[fx.pid]).unwrap();
     let att = traced.tracer.attached().next().unwrap();
     let probe = &att.probes[0];
     assert_eq!(probe.symbol, "net/http.serverHandler.ServeHTTP");
@@ -94,7 +94,7 @@ fn unattached_process_produces_no_events() {
     let bin = fixture("httpserver", false);
     let traced_fx = Fixture::http(&bin).unwrap();
     let other = Fixture::http(&bin).unwrap();
-    let traced = Traced::start(&[traced_fx.pid]).unwrap();
+    let traced = Traced::start_capturing_query(&[traced_fx.pid]).unwrap();
     for i in 0..20 {
         request(other.addr(), "GET", &format!("/hello?other={i}")).unwrap();
         request(traced_fx.addr(), "GET", &format!("/hello?traced={i}")).unwrap();

@@ -99,7 +99,7 @@ fn cases() -> Vec<Case> {
 
 fn check(bin: &Path, go_minor: &str) {
     let fx = Fixture::http(bin).unwrap();
-    let traced = Traced::start(&[fx.pid]).unwrap();
+    let traced = Traced::start_capturing_query(&[fx.pid]).unwrap();
     let att = traced.tracer.attached().next().unwrap();
     let version = att.go_version.clone().unwrap_or_default();
     assert!(

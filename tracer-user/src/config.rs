@@ -53,7 +53,7 @@ pub struct ConfigArgs {
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// Process to trace (repeatable; at least one for `attach`).
+    /// Process to trace (repeatable; at least one for `attach`, unless --follow-exe).
     #[arg(long = "pid", env = "KRAKEN_TRACER_PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
     /// Configuration file (TOML; keys are these flags' long names). CLI > env > file > defaults.
@@ -123,6 +123,23 @@ pub struct AttachArgs {
     /// Keep running after every traced process has exited.
     #[arg(long, env = "KRAKEN_TRACER_KEEP_RUNNING")]
     pub keep_running: bool,
+    /// Trace every process running this executable, now and as they start (repeatable; makes
+    /// --pid optional; the tracer keeps running). Matched by file identity, so a path through
+    /// /proc/PID/root reaches a container's executable and an upgraded file is followed too.
+    #[arg(
+        long = "follow-exe",
+        env = "KRAKEN_TRACER_FOLLOW_EXE",
+        value_delimiter = ','
+    )]
+    pub follow_exe: Vec<PathBuf>,
+    /// With --follow-exe: how often /proc is scanned for new processes.
+    #[arg(long, env = "KRAKEN_TRACER_FOLLOW_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub follow_interval: Duration,
+    /// Attach to a binary without DWARF whose Go version is outside the verified offsets table,
+    /// using the nearest table row (fields may be read at wrong offsets). Off: such a process
+    /// is not attached.
+    #[arg(long, env = "KRAKEN_TRACER_ALLOW_UNVERIFIED_OFFSETS")]
+    pub allow_unverified_offsets: bool,
 }
 
 #[derive(Args, Debug)]
@@ -244,5 +261,33 @@ mod tests {
         assert_eq!(a.service_name_for, vec![(1, "origin".to_owned())]);
         assert!(parse_pid_name("x=y").is_err());
         assert!(parse_pid_name("1=").is_err());
+    }
+
+    #[test]
+    fn follow_flags() {
+        let parse = |args: &[&str]| {
+            let argv = ["kraken-tracer", "attach"].iter().chain(args);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Attach(a) => a,
+                _ => panic!("not attach"),
+            }
+        };
+        let a = parse(&["--follow-exe", "/usr/bin/a", "--follow-exe", "/b,/c"]);
+        assert!(a.pids.is_empty());
+        assert_eq!(
+            a.follow_exe,
+            ["/usr/bin/a", "/b", "/c"].map(PathBuf::from).to_vec()
+        );
+        assert_eq!(a.follow_interval, Duration::from_secs(1));
+        assert!(!a.allow_unverified_offsets);
+        let a = parse(&[
+            "--follow-exe",
+            "/a",
+            "--follow-interval",
+            "250ms",
+            "--allow-unverified-offsets",
+        ]);
+        assert_eq!(a.follow_interval, Duration::from_millis(250));
+        assert!(a.allow_unverified_offsets);
     }
 }

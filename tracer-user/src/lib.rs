@@ -10,6 +10,9 @@ pub mod correlate;
 pub mod events;
 pub mod export;
 pub mod features;
+pub mod follow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod keep;
 pub mod kraken;

@@ -2,19 +2,26 @@
 //! decode (done by the reader) → correlate → keep (errors/slow) → [stdout tree] → export queue.
 //! It runs on the reader task and never blocks it: the export queue drops when full.
 
-use std::{io::Write as _, sync::Arc};
+use std::{io::Write as _, sync::Arc, sync::mpsc};
 
 use crate::{
     clock,
-    correlate::Correlator,
+    correlate::{Correlator, Profile},
     events::Event,
     export::ExportHandle,
     keep::KeepBuffer,
     metrics::{ExportSnapshot, Metrics, PipelineSnapshot},
     reader::{EventSink, ReaderStats},
-    span::SpanRecord,
+    span::{ProcessResource, SpanRecord},
     tree::TreePrinter,
 };
+
+/// A process attached while the pipeline runs (`--follow-exe`), for the correlator.
+pub struct Registration {
+    pub pid: u32,
+    pub resource: Arc<ProcessResource>,
+    pub profile: Profile,
+}
 
 /// How often open spans are checked for expiry (in drain ticks).
 const SWEEP_EVERY_TICKS: u32 = 500;
@@ -29,6 +36,7 @@ pub struct Pipeline {
     export: Option<ExportHandle>,
     metrics: Option<Arc<Metrics>>,
     ticks: u32,
+    registrations: Option<mpsc::Receiver<Registration>>,
 }
 
 impl Pipeline {
@@ -47,6 +55,21 @@ impl Pipeline {
             export,
             metrics: None,
             ticks: 0,
+            registrations: None,
+        }
+    }
+
+    /// Registers with the correlator the processes sent on `rx` (before the next event).
+    pub fn with_registrations(mut self, rx: mpsc::Receiver<Registration>) -> Pipeline {
+        self.registrations = Some(rx);
+        self
+    }
+
+    fn take_registrations(&mut self) {
+        if let Some(rx) = &self.registrations {
+            while let Ok(r) = rx.try_recv() {
+                self.correlator.register(r.pid, r.resource, r.profile);
+            }
         }
     }
 
@@ -107,7 +130,9 @@ impl Pipeline {
                 dropped_queue_full: x.dropped_queue_full,
                 dropped_export_failed: x.dropped_export_failed + x.dropped_closed,
                 export_errors: x.export_errors,
+                export_retries: x.export_retries,
                 queue_len: h.queue_len() as u64,
+                retry_len: h.retry_len() as u64,
             });
         }
     }
@@ -125,6 +150,7 @@ fn emit(printer: &mut Option<TreePrinter>, export: Option<&ExportHandle>, span: 
 
 impl EventSink for Pipeline {
     fn on_event(&mut self, ev: Event) {
+        self.take_registrations();
         if self.raw_events {
             let _ = writeln!(std::io::stdout().lock(), "{ev}");
         }
@@ -141,6 +167,7 @@ impl EventSink for Pipeline {
     }
 
     fn on_tick(&mut self, reader: ReaderStats) {
+        self.take_registrations();
         self.ticks = self.ticks.wrapping_add(1);
         if self.ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             self.correlator.sweep(clock::monotonic_ns());

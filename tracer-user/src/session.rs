@@ -1,6 +1,10 @@
 //! An attach session: resolve targets, load, attach, then run the pipeline (reader →
 //! correlate → stdout/export) until the targets exit or a signal arrives; detach, flush the
 //! export queue, and report counters on the way out.
+//!
+//! With `--follow-exe` the session also scans /proc (see `follow`) and attaches every new process
+//! of the followed executables as it appears, detaching each when it exits (pidfds, `watch`); it
+//! runs until a signal, even with no process left.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,14 +19,15 @@ use crate::{
     correlate::{Correlator, Limits, Profile},
     export,
     features::Features,
+    follow::{FollowError, Follower, Found},
     keep::{KeepBuffer, KeepPolicy},
     metrics::{self, AttachSnapshot, KernelSnapshot, Metrics},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Registration},
     reader::EventReader,
     rules::{PathRules, RulesError},
     sample::Sampler,
     span::ProcessResource,
-    target::Target,
+    target::{Target, TargetError},
     tracer::{Tracer, TracerError},
 };
 
@@ -36,8 +41,13 @@ pub enum SessionError {
     NoUprobes,
     #[error("--otlp-protocol: {0}")]
     Protocol(String),
-    #[error("--pid: at least one process to trace is required")]
+    #[error("--pid or --follow-exe: at least one process to trace is required")]
     NoPid,
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+    /// A permission error, explained in terms of capabilities.
+    #[error("{0}")]
+    Privileges(String),
     #[error(transparent)]
     Rules(#[from] RulesError),
     #[error(transparent)]
@@ -95,6 +105,10 @@ fn host_name() -> String {
 }
 
 pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
+    // Handle SIGINT/SIGTERM from the start: one that arrives while attaching (a log line that
+    // says "attached" is already out) stops the session cleanly instead of killing it.
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let features = Features::detect();
     for line in features.report() {
         log::info!("{line}");
@@ -102,9 +116,14 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     if !features.uprobes {
         return Err(SessionError::NoUprobes);
     }
-    if args.pids.is_empty() {
+    if args.pids.is_empty() && args.follow_exe.is_empty() {
         return Err(SessionError::NoPid);
     }
+    let mut follower = if args.follow_exe.is_empty() {
+        None
+    } else {
+        Some(Follower::new(&args.follow_exe)?)
+    };
     let rules = path_rules(&args);
     let kernel_rules = rules.kernel()?;
     let protocol: export::Protocol = args
@@ -115,14 +134,20 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     let targets = args
         .pids
         .iter()
-        .map(|&pid| Target::resolve(pid).map_err(TracerError::from))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|&pid| {
+            let target = Target::resolve(pid)?;
+            check_offsets(&target, &args)?;
+            Ok(target)
+        })
+        .collect::<Result<Vec<_>, TargetError>>()
+        .map_err(TracerError::from)?;
     let mut tracer = Tracer::load(
         &args
             .verifier_log_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir),
-    )?;
+    )
+    .map_err(explain)?;
     tracer.set_rules(&kernel_rules)?;
     tracer.set_capture_query(args.capture_query);
     log::info!(
@@ -145,38 +170,37 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         Sampler::new(rules),
         Limits::default(),
     );
+    let mut register_now = |r: Registration| correlator.register(r.pid, r.resource, r.profile);
     for target in targets {
-        let pid = target.pid;
-        let resource = Arc::new(resource_for(&target, &args));
-        let profile = match crate::kraken::kraken_version(&target.binary) {
-            Some(v) => {
-                log::info!("pid {pid}: Kraken {v}: Kraken route names and attributes on");
-                Profile::Kraken
-            }
-            None => Profile::Generic,
-        };
-        let a = match tracer.attach(target) {
-            Ok(a) => a,
-            Err(e) => {
-                metrics.set_attach(AttachSnapshot {
-                    attach_failures: 1,
-                    ..AttachSnapshot::default()
-                });
-                return Err(e.into());
-            }
-        };
-        log::info!(
-            "attached pid {pid} as service {:?} ({}, {}, offsets from {:?})",
-            resource.service_name,
-            a.exe.display(),
-            a.go_version.as_deref().unwrap_or("unknown Go version"),
-            a.offset_source
-        );
-        for p in &a.probes {
-            log::info!("pid {pid}: {p}");
+        if let Err(e) = attach_target(&mut tracer, target, &args, &mut register_now) {
+            metrics.set_attach(AttachSnapshot {
+                attach_failures: 1,
+                ..AttachSnapshot::default()
+            });
+            return Err(explain(e));
         }
-        correlator.register(pid, resource, profile);
     }
+    // The processes that already run a followed executable.
+    let mut attach_failures = 0u64;
+    if let Some(f) = follower.as_mut() {
+        let found = follow_scan(
+            f,
+            &mut tracer,
+            &args,
+            &mut attach_failures,
+            &mut register_now,
+            false,
+        );
+        for path in f.paths() {
+            let n = found.iter().filter(|(_, p)| p == path).count();
+            log::info!(
+                "following {}: {n} running process(es) attached; checking for new ones every {:?}",
+                path.display(),
+                args.follow_interval
+            );
+        }
+    }
+    let (register_tx, register_rx) = std::sync::mpsc::channel::<Registration>();
 
     let exporter = if args.no_export {
         None
@@ -204,7 +228,11 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         log::info!(
             "always keeping unsampled traces with {}{}{} (holding at most {} spans)",
             if policy.errors { "errors" } else { "" },
-            if policy.errors && policy.slower_than.is_some() { " or " } else { "" },
+            if policy.errors && policy.slower_than.is_some() {
+                " or "
+            } else {
+                ""
+            },
             policy
                 .slower_than
                 .map(|d| format!("a span slower than {d:?}"))
@@ -214,31 +242,34 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     }
     let keep = KeepBuffer::new(policy, args.keep_buffer_spans);
     let pipeline = Pipeline::new(correlator, keep, args.stdout, args.events, export_handle)
-        .with_metrics(Arc::clone(&metrics));
-    let probes_attached: usize = tracer.attached().map(|a| a.probes.len()).sum();
+        .with_metrics(Arc::clone(&metrics))
+        .with_registrations(register_rx);
     let mut exited = 0u64;
-    let attach_snapshot = |live: usize, exited: u64| AttachSnapshot {
-        processes_attached: live as u64,
-        probes_attached: if live == 0 { 0 } else { probes_attached as u64 },
-        attach_failures: 0,
-        processes_exited: exited,
-    };
-    metrics.set_attach(attach_snapshot(args.pids.len(), 0));
+    metrics.set_attach(attach_snapshot(&tracer, attach_failures, exited));
     let reader = EventReader::new(tracer.take_events()?, args.drain_interval)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader_task = tokio::spawn(reader.run(pipeline, stop_rx));
 
-    let (exit_tx, mut exit_rx) = mpsc::channel::<u32>(args.pids.len().max(1));
-    for &pid in &args.pids {
+    let (exit_tx, mut exit_rx) = mpsc::channel::<u32>(64);
+    let watch_exit = |pid: u32| {
         let tx = exit_tx.clone();
         tokio::spawn(async move {
             crate::watch::exited(pid).await;
             let _ = tx.send(pid).await;
         });
+    };
+    for pid in tracer.attached().map(|a| a.pid).collect::<Vec<_>>() {
+        watch_exit(pid);
     }
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut live = args.pids.len();
     let mut kernel_tick = tokio::time::interval(KERNEL_METRICS_EVERY);
+    let mut follow_tick =
+        tokio::time::interval(args.follow_interval.max(Duration::from_millis(10)));
+    follow_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    follow_tick.reset(); // the first scan ran above
+    let mut register_later = |r: Registration| {
+        // The pipeline registers it before handling its next event.
+        let _ = register_tx.send(r);
+    };
     loop {
         tokio::select! {
             _ = kernel_tick.tick() => {
@@ -247,19 +278,46 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
                     Err(e) => log::debug!("reading kernel counters: {e}"),
                 }
             }
-            _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
+            _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
+            _ = follow_tick.tick(), if follower.is_some() => {
+                let Some(f) = follower.as_mut() else { continue };
+                let found = follow_scan(
+                    f,
+                    &mut tracer,
+                    &args,
+                    &mut attach_failures,
+                    &mut register_later,
+                    true,
+                );
+                for (pid, _) in &found {
+                    watch_exit(*pid);
+                }
+                metrics.set_attach(attach_snapshot(&tracer, attach_failures, exited));
+            }
             Some(pid) = exit_rx.recv() => {
                 match tracer.detach(pid) {
-                    Ok(()) => log::info!("pid {pid} exited; its probes are detached"),
+                    Ok(()) => {
+                        log::info!("pid {pid} exited; its probes are detached");
+                        exited += 1;
+                    }
                     Err(e) => log::warn!("pid {pid} exited; detaching: {e}"),
                 }
-                live -= 1;
-                exited += 1;
-                metrics.set_attach(attach_snapshot(live, exited));
-                if live == 0 && !args.keep_running {
-                    log::info!("every traced process has exited");
-                    break;
+                if let Some(f) = follower.as_mut() {
+                    f.forget(pid);
+                }
+                metrics.set_attach(attach_snapshot(&tracer, attach_failures, exited));
+                if tracer.attached().next().is_none() && !args.keep_running {
+                    match &follower {
+                        None => {
+                            log::info!("every traced process has exited");
+                            break;
+                        }
+                        Some(f) => log::info!(
+                            "no traced process left; still following {}",
+                            f.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
                 }
             }
         }
@@ -325,6 +383,145 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         c.filtered_client,
     );
     Ok(())
+}
+
+/// The attach gauges and counters as they are now.
+fn attach_snapshot(tracer: &Tracer, attach_failures: u64, exited: u64) -> AttachSnapshot {
+    AttachSnapshot {
+        processes_attached: tracer.attached().count() as u64,
+        probes_attached: tracer.attached().map(|a| a.probes.len() as u64).sum(),
+        attach_failures,
+        processes_exited: exited,
+    }
+}
+
+/// Refuses guessed struct offsets unless `--allow-unverified-offsets` (see
+/// [`Target::require_verified_offsets`]).
+fn check_offsets(target: &Target, args: &AttachArgs) -> Result<(), TargetError> {
+    match target.require_verified_offsets() {
+        Err(e) if args.allow_unverified_offsets => {
+            log::warn!("{e}: attaching anyway (--allow-unverified-offsets)");
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Registers `target` (through `register`, before its probes can fire) and attaches it.
+fn attach_target(
+    tracer: &mut Tracer,
+    target: Target,
+    args: &AttachArgs,
+    register: &mut dyn FnMut(Registration),
+) -> Result<(), TracerError> {
+    let pid = target.pid;
+    let resource = Arc::new(resource_for(&target, args));
+    let profile = match crate::kraken::kraken_version(&target.binary) {
+        Some(v) => {
+            log::info!("pid {pid}: Kraken {v}: Kraken route names and attributes on");
+            Profile::Kraken
+        }
+        None => Profile::Generic,
+    };
+    register(Registration {
+        pid,
+        resource: Arc::clone(&resource),
+        profile,
+    });
+    let a = tracer.attach(target)?;
+    log::info!(
+        "attached pid {pid} as service {:?} ({}, {}, offsets from {:?})",
+        resource.service_name,
+        a.exe.display(),
+        a.go_version.as_deref().unwrap_or("unknown Go version"),
+        a.offset_source
+    );
+    for p in &a.probes {
+        log::info!("pid {pid}: {p}");
+    }
+    Ok(())
+}
+
+/// Attaches every process that newly runs a followed executable. A failure is logged and
+/// counted in `failures`, never fatal. Returns the PIDs attached and the path each matched.
+fn follow_scan(
+    follower: &mut Follower,
+    tracer: &mut Tracer,
+    args: &AttachArgs,
+    failures: &mut u64,
+    register: &mut dyn FnMut(Registration),
+    new: bool,
+) -> Vec<(u32, std::path::PathBuf)> {
+    let found = match follower.scan(|pid| tracer.attached().any(|a| a.pid == pid)) {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("{e}");
+            return Vec::new();
+        }
+    };
+    let mut attached = Vec::new();
+    for Found { pid, path } in found {
+        let result = Target::resolve(pid)
+            .and_then(|t| check_offsets(&t, args).map(|()| t))
+            .map_err(TracerError::from)
+            .and_then(|t| attach_target(tracer, t, args, register));
+        match result {
+            Ok(()) => {
+                if new {
+                    log::info!("following {}: attached new pid {pid}", path.display());
+                }
+                attached.push((pid, path));
+            }
+            Err(TracerError::Target(TargetError::NoSuchProcess { .. })) => {
+                log::info!(
+                    "following {}: pid {pid} exited before it could be attached",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                *failures += 1;
+                log::warn!(
+                    "following {}: cannot attach pid {pid}: {}",
+                    path.display(),
+                    explain(e)
+                );
+            }
+        }
+    }
+    attached
+}
+
+/// A tracer error, with permission errors explained in terms of capabilities
+/// (docs/capabilities.md).
+fn explain(e: TracerError) -> SessionError {
+    use aya::{programs::ProgramError, sys::SyscallError};
+    match e {
+        TracerError::NotPermitted => SessionError::Privileges(
+            "permission denied creating BPF maps: loading the eBPF programs needs CAP_BPF and \
+             CAP_PERFMON, or CAP_SYS_ADMIN (see docs/capabilities.md)"
+                .to_owned(),
+        ),
+        TracerError::Attach {
+            pid,
+            symbol,
+            source:
+                ProgramError::SyscallError(SyscallError {
+                    call: "perf_event_open",
+                    io_error,
+                }),
+            ..
+        } if matches!(io_error.kind(), std::io::ErrorKind::PermissionDenied)
+            || io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            SessionError::Privileges(format!(
+                "pid {pid}: permission denied creating the uprobe on {symbol} (perf_event_open: \
+                 {io_error}): uprobes need CAP_SYS_ADMIN (since Linux 6.16 and its stable \
+                 backports; CAP_PERFMON sufficed before), and CAP_SYS_PTRACE for another user's \
+                 process (see docs/capabilities.md)"
+            ))
+        }
+        e => SessionError::Tracer(e),
+    }
 }
 
 fn describe_rules(rules: &PathRules) -> String {
