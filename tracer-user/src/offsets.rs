@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use gimli::{AttributeValue, RunTimeEndian};
-use object::{Object, ObjectSection};
+use object::{CompressionFormat, Object, ObjectSection};
 pub use tracer_common::offsets::GoOffsets;
 
 #[path = "offsets_table.rs"]
@@ -173,14 +173,43 @@ fn section_data<'d>(
     let Some(section) = file.section_by_name(name) else {
         return Ok(None);
     };
-    section
-        .uncompressed_data()
+    let error = |reason: String| OffsetsError::Section {
+        section: name,
+        reason,
+    };
+    let compressed = section
+        .compressed_data()
+        .map_err(|e| error(e.to_string()))?;
+    // The size comes from the file: allocate it only if the data can inflate to it.
+    if compressed.format != CompressionFormat::None {
+        let ratio = match compressed.format {
+            CompressionFormat::Zlib => MAX_ZLIB_RATIO,
+            _ => MAX_ZSTD_RATIO,
+        };
+        let claimed = compressed.uncompressed_size;
+        let possible = (compressed.data.len() as u64).saturating_mul(ratio);
+        if claimed > possible.min(MAX_SECTION_SIZE) {
+            return Err(error(format!(
+                "claims {claimed} bytes uncompressed from {} compressed (at most {} possible, \
+                 limit {MAX_SECTION_SIZE})",
+                compressed.data.len(),
+                possible
+            )));
+        }
+    }
+    compressed
+        .decompress()
         .map(Some)
-        .map_err(|e| OffsetsError::Section {
-            section: name,
-            reason: e.to_string(),
-        })
+        .map_err(|e| error(e.to_string()))
 }
+
+/// The largest DWARF section decompressed (Go's are tens of MiB for large binaries); beyond it
+/// the offsets come from the table.
+const MAX_SECTION_SIZE: u64 = 1 << 30;
+/// Upper bounds of the compression ratios: deflate codes a 258-byte match in 2 bits at best;
+/// zstd's densest block is a 128 KiB RLE block from 4 bytes.
+const MAX_ZLIB_RATIO: u64 = 1032;
+const MAX_ZSTD_RATIO: u64 = 32 * 1024;
 
 /// Offsets from the binary's DWARF. Errors when the binary has no DWARF, when it is malformed,
 /// or when a required struct or field is missing (only `Request.Pattern` is optional).
@@ -614,6 +643,33 @@ mod tests {
             let truncated = full.get(..len).unwrap();
             assert!(from_dwarf(truncated).is_err(), "truncated to {len}");
             let _ = resolve(truncated, Some(go.version));
+        }
+    }
+
+    /// Fuzzing regressions (fuzz/, target dwarf_offsets): a compressed section's header claims
+    /// an uncompressed size its data cannot inflate to; it was allocated as claimed (16 TiB:
+    /// an abort under the fuzzer's allocator; a few GiB would really be reserved).
+    #[test]
+    fn compressed_section_size_is_capped() {
+        for (bytes, claimed) in [
+            (
+                &include_bytes!("../tests/data/fuzz/dwarf-chdr-size-16tib.elf")[..],
+                "17592186044766 bytes",
+            ),
+            (
+                &include_bytes!("../tests/data/fuzz/dwarf-chdr-size-64mib.elf")[..],
+                "67108864 bytes",
+            ),
+        ] {
+            match from_dwarf(bytes) {
+                Err(OffsetsError::Section { reason, .. }) => {
+                    assert!(reason.contains(claimed), "{reason}");
+                    assert!(reason.contains("claims"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+            let (_, source) = resolve(bytes, Some((1, 26, 0))).unwrap();
+            assert_eq!(source, OffsetSource::Table { covered: true });
         }
     }
 

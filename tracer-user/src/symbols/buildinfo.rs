@@ -193,7 +193,10 @@ fn unquote(s: &str) -> String {
 
 /// Decodes the blob starting at `blob` (which begins with the magic). `image` resolves the
 /// pointers of the pre-1.18 format.
-pub(crate) fn parse_blob(blob: &[u8], image: Image<'_>) -> Result<BuildInfo, SymbolError> {
+///
+/// Nothing is copied before the blob is known to be usable: `find` tries every aligned magic of
+/// a segment, and copying each candidate's modinfo was quadratic in the segment size.
+pub(crate) fn parse_blob<'a>(blob: &'a [u8], image: Image<'a>) -> Result<BuildInfo, SymbolError> {
     let bad = |r: &str| SymbolError::malformed(format!("Go build info: {r}"));
     if blob.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
         return Err(bad("no magic"));
@@ -208,7 +211,7 @@ pub(crate) fn parse_blob(blob: &[u8], image: Image<'_>) -> Result<BuildInfo, Sym
         let m = inline_string(blob, next)
             .map(|(m, _)| m)
             .unwrap_or_default();
-        (String::from_utf8_lossy(v).into_owned(), m.to_vec())
+        (v, m)
     } else {
         if flags & FLAGS_BIG_ENDIAN != 0 {
             return Err(bad("big-endian pointers are not supported"));
@@ -218,11 +221,12 @@ pub(crate) fn parse_blob(blob: &[u8], image: Image<'_>) -> Result<BuildInfo, Sym
             .ok_or_else(|| bad("bad ptrSize"))?;
         let v = go_string(image, vers_ptr, ptr_size).ok_or_else(|| bad("bad version pointer"))?;
         let m = go_string(image, mod_ptr, ptr_size).unwrap_or_default();
-        (String::from_utf8_lossy(v).into_owned(), m.to_vec())
+        (v, m)
     };
     if version.is_empty() {
         return Err(bad("empty version"));
     }
+    let version = String::from_utf8_lossy(version).into_owned();
     let mut info = BuildInfo {
         go_version: GoVersion::parse(&version),
         go_version_raw: version,
@@ -375,6 +379,49 @@ mod tests {
             let _ = parse_blob(&blob[..n], image);
         }
         assert!(parse_blob(&blob[..HEADER_LEN], image).is_err());
+    }
+
+    /// Fuzzing regression (found reviewing what the buildinfo target reaches, at sizes beyond
+    /// libFuzzer's inputs): a data segment full of blobs with an empty version, each with a
+    /// modinfo running to the end of the segment. Each modinfo was copied before the blob was
+    /// refused: quadratic (these 4 MiB took 8.5 s; a crafted binary could stall the tracer).
+    #[test]
+    fn refused_blobs_are_not_copied() {
+        use crate::symbols::Segment;
+        const SIZE: usize = 4 << 20;
+        const STRIDE: usize = 48;
+        let mut data = Vec::with_capacity(SIZE);
+        while data.len() + STRIDE <= SIZE {
+            let start = data.len();
+            data.extend_from_slice(MAGIC);
+            data.extend([8, FLAGS_INLINE]);
+            data.resize(start + HEADER_LEN, 0);
+            data.push(0); // empty version
+            let len = SIZE - (start + HEADER_LEN + 5);
+            data.extend([
+                (len as u8) | 0x80,
+                ((len >> 7) as u8) | 0x80,
+                ((len >> 14) as u8) | 0x80,
+                (len >> 21) as u8,
+            ]);
+            data.resize(start + STRIDE, 0);
+        }
+        data.resize(SIZE, 0);
+        let segs = [Segment {
+            vaddr: 0x1000,
+            memsz: SIZE as u64,
+            offset: 0,
+            filesz: SIZE as u64,
+            flags: 6,
+        }];
+        let image = Image {
+            bytes: &data,
+            segments: &segs,
+        };
+        let started = std::time::Instant::now();
+        assert!(find(image, None).is_none());
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub(crate) struct Parsed {
 }
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
+/// More PT_LOAD segments than any linker writes (Go's linker writes 3 or 4) make a file
+/// malformed: the scans for the pclntab, the build info and moduledata walk every segment, so
+/// thousands of overlapping ones made opening a crafted file take minutes.
+pub(crate) const MAX_LOAD_SEGMENTS: usize = 64;
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 
@@ -106,6 +110,15 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, SymbolError> {
             flags: ph.p_flags(endian),
         })
         .collect::<Vec<_>>();
+    if segments.len() > MAX_LOAD_SEGMENTS {
+        return Err(SymbolError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} PT_LOAD segments (linkers write a handful; at most {MAX_LOAD_SEGMENTS} are read)",
+                segments.len()
+            ),
+        });
+    }
 
     let file_range = |name: &str| -> Option<(usize, usize)> {
         let s = elf.section_by_name(name)?;

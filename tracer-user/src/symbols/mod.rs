@@ -844,6 +844,47 @@ mod tests {
         }
     }
 
+    /// Fuzzing regression (fuzz/, elf_symbols, at sizes beyond libFuzzer's inputs): thousands
+    /// of PT_LOAD segments over the whole file, each scanned for a pclntab magic (60000 of them
+    /// in 3.3 MB took over 5 minutes). Refused up front now.
+    #[test]
+    fn too_many_segments_are_refused() {
+        fn elf(phnum: usize) -> Vec<u8> {
+            let len = 64 + 56 * phnum as u64;
+            let mut b = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+            b.resize(16, 0);
+            b.extend(2u16.to_le_bytes()); // ET_EXEC
+            b.extend(62u16.to_le_bytes()); // EM_X86_64
+            b.extend(1u32.to_le_bytes());
+            b.extend(0x40_1000u64.to_le_bytes()); // e_entry
+            b.extend(64u64.to_le_bytes()); // e_phoff
+            b.extend(0u64.to_le_bytes()); // e_shoff
+            b.extend(0u32.to_le_bytes());
+            b.extend([64, 0, 56, 0]);
+            b.extend(u16::try_from(phnum).unwrap().to_le_bytes());
+            b.extend([64, 0, 0, 0, 0, 0]);
+            for _ in 0..phnum {
+                b.extend(1u32.to_le_bytes()); // PT_LOAD
+                b.extend(4u32.to_le_bytes()); // R
+                b.extend(0u64.to_le_bytes());
+                b.extend(0x40_0000u64.to_le_bytes());
+                b.extend(0x40_0000u64.to_le_bytes());
+                b.extend(len.to_le_bytes());
+                b.extend(len.to_le_bytes());
+                b.extend(0x1000u64.to_le_bytes());
+            }
+            b
+        }
+        let e = Binary::from_bytes("many".into(), elf(5000)).unwrap_err();
+        assert!(
+            matches!(&e, SymbolError::Malformed { reason, .. } if reason.contains("5000 PT_LOAD")),
+            "{e}"
+        );
+        // A few are fine (and this one is simply not Go).
+        let e = Binary::from_bytes("few".into(), elf(elf::MAX_LOAD_SEGMENTS)).unwrap_err();
+        assert!(matches!(e, SymbolError::NotGo { .. }), "{e}");
+    }
+
     /// Older toolchains: go1.21 (pcHeader still has textStart) parses like go1.26 (it does not).
     #[test]
     fn older_toolchain() {

@@ -76,6 +76,9 @@ const MAX_AFTER_CALL: usize = 4;
 /// RCX, RDI, …) are overwritten. A probe there sees the results as the caller does. Where no
 /// such instruction exists, the return address itself (single-stepped) is used.
 /// A multi-byte nop is passed over in favour of a following branch, which every kernel emulates.
+///
+/// Offsets are taken modulo 2^64, like the decoder's addresses: a function placed by a crafted
+/// file at the top of the address space wraps around instead of overflowing.
 pub fn after_call_sites(arch: Arch, code: &[u8], address: u64, callee: u64) -> Vec<ProbeSite> {
     if arch != Arch::X86_64 {
         return Vec::new();
@@ -124,7 +127,7 @@ pub fn after_call_sites(arch: Arch, code: &[u8], address: u64, callee: u64) -> V
             if targets.contains(&ins.ip()) {
                 stop = format!(
                     "{:#x} is a branch target (reachable without returning)",
-                    ins.ip() - address
+                    ins.ip().wrapping_sub(address)
                 );
                 break;
             }
@@ -146,17 +149,17 @@ pub fn after_call_sites(arch: Arch, code: &[u8], address: u64, callee: u64) -> V
         }
         sites.push(match chosen {
             Some((ins, what)) => ProbeSite {
-                offset: ins.ip() - address,
+                offset: ins.ip().wrapping_sub(address),
                 kind: SiteKind::Emulated,
                 instruction: format_insn(ins),
                 reason: format!(
                     "{} after the call at +{:#x} returns: emulated ({what}), results still in registers",
                     format_insn(ins),
-                    call.ip() - address
+                    call.ip().wrapping_sub(address)
                 ),
             },
             None => ProbeSite {
-                offset: ret_addr - address,
+                offset: ret_addr.wrapping_sub(address),
                 kind: SiteKind::SingleStepped,
                 instruction: insns
                     .get(k + 1)
@@ -512,6 +515,32 @@ mod after_call_tests {
         code2[1] = 0x90;
         let sites = after_call_sites(Arch::X86_64, &code2, 0x1000, 0x1105);
         assert_eq!(sites[0].kind, SiteKind::SingleStepped, "{:?}", sites[0]);
+    }
+
+    /// Fuzzing regression (fuzz/, found reviewing what elf_symbols reaches): a function at the
+    /// very top of the address space (a crafted PT_LOAD and symbol can put it there) decodes
+    /// with wrapping addresses; the offsets overflowed (a panic in debug builds).
+    #[test]
+    fn code_wrapping_around_the_address_space() {
+        let address = u64::MAX - 2;
+        // call +0 (to the return address, 2 after the wrap) ; nop ; test rbx,rbx ; je
+        let code = [0xe8, 0, 0, 0, 0, 0x90, 0x48, 0x85, 0xdb, 0x74, 0x10];
+        let sites = after_call_sites(Arch::X86_64, &code, address, address.wrapping_add(5));
+        assert_eq!(sites.len(), 1);
+        assert_eq!((sites[0].offset, sites[0].kind), (5, SiteKind::Emulated));
+        // call ; mov rax,rbx ; je: the return address itself.
+        let clobber = [0xe8, 0, 0, 0, 0, 0x48, 0x89, 0xd8, 0x74, 0x10];
+        let sites = after_call_sites(Arch::X86_64, &clobber, address, address.wrapping_add(5));
+        assert_eq!(
+            (sites[0].offset, sites[0].kind),
+            (5, SiteKind::SingleStepped)
+        );
+        let entry = entry_site(Arch::X86_64, &code, address, true);
+        assert!(entry.offset < code.len() as u64);
+        assert_eq!(
+            return_sites(Arch::X86_64, &[0x90, 0x90, 0x90, 0xc3], address),
+            vec![3]
+        );
     }
 
     #[test]
