@@ -91,9 +91,15 @@ mod tests {
         let t = id(u64::MAX - 1);
         assert!(s.keep_root(Some("/always"), false, &t));
         assert!(!s.keep_root(Some("/health"), false, &t));
-        assert!(!s.keep_root(Some("/other"), false, &id(0)), "default ratio 0");
+        assert!(
+            !s.keep_root(Some("/other"), false, &id(0)),
+            "default ratio 0"
+        );
         assert!(!s.keep_root(None, false, &id(0)));
-        assert!(s.keep_root(Some("/announce/x"), true, &id(1)), "5 % keeps the lowest ids");
+        assert!(
+            s.keep_root(Some("/announce/x"), true, &id(1)),
+            "5 % keeps the lowest ids"
+        );
         assert!(!s.keep_root(Some("/announce/x"), true, &id(u64::MAX / 10)));
     }
 

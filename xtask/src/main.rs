@@ -1,11 +1,14 @@
 //! Developer commands: `cargo xtask <setup|fixtures|test|demo>`.
 
+mod bench;
 mod cache;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod jaeger;
 mod kraken;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -32,6 +35,15 @@ enum Cmd {
     ProbeCost,
     /// Measure the latency the tracer adds to a Go HTTP request, with vs without (root).
     Overhead,
+    /// Soak: trace the Go fixture (and Kraken) under load for N minutes, record RSS and
+    /// self-metrics, check for crashes and growth (root; results in target/soak/).
+    Soak(soak::Options),
+    /// Side-by-side benchmark: no tracer / kraken-tracer 10 % and 100 % / OTel Go auto and a
+    /// re-creation of its probe set, probe cost table, real Kraken; JSON + PNG + BENCHMARKS.md
+    /// in target/bench/ (root; `--quick` for a ~30 s smoke run, `--publish` to copy the report).
+    Bench(bench::Options),
+    /// Fuzz every parser of untrusted bytes (installs cargo-fuzz if missing; N s per target).
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +54,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(o) => demo::main(&o),
         Cmd::ProbeCost => example("probe_cost", &[]),
         Cmd::Overhead => example("overhead", &[]),
+        Cmd::Soak(o) => soak::main(&o),
+        Cmd::Bench(o) => bench::main(&o),
+        Cmd::Fuzz(o) => fuzz::main(&o),
     }
 }
 

@@ -38,7 +38,43 @@ pub fn main(opts: &Options) -> Result<()> {
     crate::jaeger::install(opts.check)?;
     crate::kraken::install(opts.check)?;
     crate::fixtures::apt_packages(opts.check)?;
+    bench_packages(opts.check)?;
     step("setup complete");
+    Ok(())
+}
+
+/// Debian packages `cargo xtask bench` needs, each with a file that shows it is installed:
+/// the plots' font, and clang + llvm-strip + libbpf headers to generate the eBPF objects of
+/// the OpenTelemetry Go auto-instrumentation (the peer, built with bpf2go).
+const BENCH_APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "fonts-dejavu-core",
+    ),
+    ("/usr/bin/clang", "clang"),
+    ("/usr/bin/llvm-strip", "llvm"),
+    ("/usr/include/bpf/bpf_helpers.h", "libbpf-dev"),
+];
+
+fn bench_packages(check: bool) -> Result<()> {
+    let missing: Vec<&str> = BENCH_APT_PACKAGES
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        step("bench apt packages: present");
+        return Ok(());
+    }
+    if check {
+        bail!("missing piece: Debian packages {missing:?}");
+    }
+    run(Command::new("apt-get").args(["-q", "update"]))?;
+    run(Command::new("apt-get")
+        .args(["-q", "-y", "install", "--no-install-recommends"])
+        .args(&missing))
+    .context("apt-get install failed")?;
+    step(&format!("bench apt packages: installed {missing:?}"));
     Ok(())
 }
 
