@@ -2,9 +2,9 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
-use crate::util::{root, run, step, succeeds};
+use crate::util::{apt_install, root, run, step, succeeds};
 
 /// Debian packages the tests and the demo use: curl for the demo's requests.
 const APT_PACKAGES: &[(&str, &str)] = &[("curl", "curl")];
@@ -21,20 +21,7 @@ pub fn apt_packages(check: bool) -> Result<()> {
         })
         .map(|(_, pkg)| *pkg)
         .collect();
-    if missing.is_empty() {
-        step("apt packages: present");
-        return Ok(());
-    }
-    if check {
-        bail!("missing piece: Debian packages {missing:?}");
-    }
-    run(Command::new("apt-get").args(["-q", "update"]))?;
-    run(Command::new("apt-get")
-        .args(["-q", "-y", "install", "--no-install-recommends"])
-        .args(&missing))
-    .context("apt-get install failed")?;
-    step(&format!("apt packages: installed {missing:?}"));
-    Ok(())
+    apt_install("apt packages", &missing, check)
 }
 
 /// Builds every fixture under tests/fixtures (each a Go main package) twice: normal and stripped.

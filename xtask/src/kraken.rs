@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{output, root, run, step, succeeds};
+use crate::util::{apt_install, output, root, run, step, succeeds};
 
 /// The Kraken release (module version of github.com/uber/kraken); shared with tests/src/kraken.rs.
 const VERSION: &str = include_str!("../../tests/kraken/VERSION");
@@ -198,24 +198,7 @@ fn apt_packages(check: bool) -> Result<()> {
         .filter(|(pkg, file)| !dpkg_installed(pkg) || !Path::new(file).exists())
         .map(|(pkg, _)| *pkg)
         .collect();
-    if missing.is_empty() {
-        step("kraken: nginx and skopeo present");
-    } else if check {
-        bail!("missing piece: Debian packages {missing:?} (run `cargo xtask setup`)");
-    } else {
-        let install = || {
-            run(Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["-q", "-y", "install", "--no-install-recommends"])
-                .args(&missing))
-        };
-        if install().is_err() {
-            step("kraken: apt-get install failed; running apt-get update once and retrying");
-            run(Command::new("apt-get").args(["-q", "update"]))?;
-            install().with_context(|| format!("missing piece: apt-get install {missing:?}"))?;
-        }
-        step(&format!("kraken: installed Debian packages {missing:?}"));
-    }
+    apt_install("kraken: nginx and skopeo", &missing, check)?;
     stop_system_nginx(check)
 }
 

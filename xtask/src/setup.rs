@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{output, run, step, succeeds};
+use crate::util::{apt_install, output, run, step, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
@@ -62,20 +62,7 @@ fn bench_packages(check: bool) -> Result<()> {
         .filter(|(file, _)| !Path::new(file).exists())
         .map(|(_, pkg)| *pkg)
         .collect();
-    if missing.is_empty() {
-        step("bench apt packages: present");
-        return Ok(());
-    }
-    if check {
-        bail!("missing piece: Debian packages {missing:?}");
-    }
-    run(Command::new("apt-get").args(["-q", "update"]))?;
-    run(Command::new("apt-get")
-        .args(["-q", "-y", "install", "--no-install-recommends"])
-        .args(&missing))
-    .context("apt-get install failed")?;
-    step(&format!("bench apt packages: installed {missing:?}"));
-    Ok(())
+    apt_install("bench apt packages", &missing, check)
 }
 
 fn rustc_version() -> Result<String> {

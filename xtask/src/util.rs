@@ -54,6 +54,33 @@ pub fn build_release_tracer() -> Result<()> {
     ]))
 }
 
+/// Installs the Debian packages `missing` (none: says `what` is present). With `check`, fails
+/// instead of installing. `apt-get update` runs only if the first install attempt fails.
+pub fn apt_install(what: &str, missing: &[&str], check: bool) -> Result<()> {
+    if missing.is_empty() {
+        step(&format!("{what}: present"));
+        return Ok(());
+    }
+    if check {
+        bail!("missing piece: Debian packages {missing:?} (run `cargo xtask setup`)");
+    }
+    let install = || {
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["-q", "-y", "install", "--no-install-recommends"])
+            .args(missing))
+    };
+    if install().is_err() {
+        step(&format!(
+            "{what}: apt-get install failed; running apt-get update once and retrying"
+        ));
+        run(Command::new("apt-get").args(["-q", "update"]))?;
+        install().with_context(|| format!("missing piece: apt-get install {missing:?}"))?;
+    }
+    step(&format!("{what}: installed Debian packages {missing:?}"));
+    Ok(())
+}
+
 pub fn step(msg: &str) {
     eprintln!("xtask: {msg}");
 }
