@@ -243,31 +243,13 @@ impl TracerProcess {
     /// Starts `kraken-tracer attach <args>` and waits until it has attached to `pids`
     /// (its "attached pid N" log lines).
     pub fn start(pids: &[u32], extra: &[&str]) -> Result<TracerProcess> {
-        let mut cmd = Command::new(tracer_bin());
-        cmd.arg("attach");
+        let mut args: Vec<String> = Vec::new();
         for p in pids {
-            cmd.arg("--pid").arg(p.to_string());
+            args.extend(["--pid".to_owned(), p.to_string()]);
         }
-        let mut child = cmd
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("tracer stderr")?;
-        let stdout = child.stdout.take().context("tracer stdout")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let out = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(stderr, Arc::clone(&log)),
-            collect(stdout, Arc::clone(&out)),
-        ];
-        let mut tp = TracerProcess {
-            child,
-            log,
-            out,
-            readers,
-        };
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut tp = Self::spawn(&args)?;
         let attached = |log: &str| {
             pids.iter()
                 .all(|p| log.contains(&format!("attached pid {p} ")))
@@ -283,6 +265,82 @@ impl TracerProcess {
         Ok(tp)
     }
 
+    /// Starts `kraken-tracer attach <args>` without waiting for anything.
+    pub fn spawn(args: &[&str]) -> Result<TracerProcess> {
+        let mut child = Command::new(tracer_bin())
+            .arg("attach")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("tracer stderr")?;
+        let stdout = child.stdout.take().context("tracer stdout")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let out = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(stderr, Arc::clone(&log)),
+            collect(stdout, Arc::clone(&out)),
+        ];
+        Ok(TracerProcess {
+            child,
+            log,
+            out,
+            readers,
+        })
+    }
+
+    /// Waits until the log holds `needle`; fails with the log if `timeout` passes or the
+    /// tracer exits without writing it (its whole output is read first).
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let found = wait_until(timeout, || {
+            self.log_text().contains(needle) || !self.running()
+        });
+        if found && !self.running() {
+            self.join_readers();
+        }
+        if self.log_text().contains(needle) {
+            return Ok(());
+        }
+        bail!(
+            "no {needle:?} in the tracer's log (exited: {}):\n{}",
+            !self.running(),
+            self.log_text()
+        )
+    }
+
+    /// Waits up to `timeout` for the tracer to exit by itself; its output is then complete.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.join_readers();
+        }
+        status
+    }
+
+    /// SIGTERM (unless it already exited), then its exit status; its output is then complete.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = i32::try_from(self.child.id())?;
+            // SAFETY: kill(2) on our own, unreaped child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let status = self.child.wait()?;
+        self.join_readers();
+        Ok(status)
+    }
+
+    /// The tracer has exited: its pipes close, so the reader threads end.
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -294,13 +352,7 @@ impl TracerProcess {
     /// SIGTERM, then waits for the exit (the tracer flushes its export queue first).
     /// Returns the exit status and the whole log (stderr).
     pub fn stop(mut self) -> Result<(std::process::ExitStatus, String)> {
-        let pid = i32::try_from(self.child.id())?;
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = self.child.wait()?;
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
+        let status = self.terminate()?;
         Ok((status, self.log_text()))
     }
 

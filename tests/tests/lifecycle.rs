@@ -12,139 +12,67 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tracer_it::{Fixture, TracerProcess, fixture, gofixture, request, tracer_bin, wait_until};
+use tracer_it::{
+    Fixture, TracerProcess, fixture, gofixture, procstat, request, tracer_bin, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `kraken-tracer attach ARGS` as a child, its stderr and stdout collected.
-struct Tracer {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    out: Arc<Mutex<String>>,
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<String>>) {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Ok(mut s) = into.lock() {
-                s.push_str(&line);
-                s.push('\n');
-            }
-        }
-    });
-}
+/// `kraken-tracer attach ARGS` (the harness's `TracerProcess`), with this file's failure style:
+/// panics carrying the tracer's log.
+struct Tracer(TracerProcess);
 
 impl Tracer {
     fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(tracer_bin())
-            .arg("attach")
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kraken-tracer");
-        let log = Arc::new(Mutex::new(String::new()));
-        let out = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().unwrap(), Arc::clone(&log));
-        collect(child.stdout.take().unwrap(), Arc::clone(&out));
-        Tracer { child, log, out }
+        Tracer(TracerProcess::spawn(args).expect("start kraken-tracer"))
     }
 
     fn log(&self) -> String {
-        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+        self.0.log_text()
     }
 
     fn out(&self) -> String {
-        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+        self.0.stdout_text()
     }
 
     /// Waits until the log holds `needle` (panics with the log otherwise, or if the tracer
     /// exited first).
     fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            if Instant::now() > deadline {
-                panic!("no {needle:?} in the tracer's log:\n{}", self.log());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader thread catch up with the last lines.
-                thread::sleep(Duration::from_millis(100));
-                if self.log().contains(needle) {
-                    return;
-                }
-                panic!(
-                    "tracer exited ({status}) before {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
+        if let Err(e) = self.0.wait_log(needle, WAIT) {
+            panic!("{e:#}");
         }
     }
 
     fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.0.running()
     }
 
     /// Waits for the tracer to exit by itself.
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                thread::sleep(Duration::from_millis(100)); // last log lines
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.0.wait_exit(timeout)
     }
 
-    /// SIGTERM (only while the child is not reaped, so the PID is still ours), then its exit.
+    /// SIGTERM (unless it already exited), then its exit.
     fn stop(&mut self) -> ExitStatus {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = i32::try_from(self.child.id()).unwrap();
-            // SAFETY: kill(2) on our own, unreaped child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let status = self.child.wait().unwrap();
-        thread::sleep(Duration::from_millis(100));
-        status
+        self.0.terminate().expect("stop kraken-tracer")
     }
 
     /// The self-metrics endpoint announced in the log.
     fn metrics_addr(&mut self) -> SocketAddr {
-        self.wait_log("self-metrics at http://");
-        let log = self.log();
-        let rest = log.split("self-metrics at http://").nth(1).unwrap();
-        rest.split('/').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        procstat::metrics_addr(&mut self.0).expect("metrics address")
     }
 }
 
 /// One value of the self-metrics (`name` with its `_total` suffix for counters).
 fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let body = tracer_it::http::request(addr, "GET", "/metrics", &[], &[], Duration::from_secs(5))
+    procstat::scrape(addr, Duration::from_secs(5))
         .ok()?
-        .body;
-    String::from_utf8_lossy(&body).lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
+        .get(name)
+        .copied()
 }
 
 /// A private copy of a built fixture, in its own directory (removed on drop).

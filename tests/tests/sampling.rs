@@ -5,7 +5,9 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use tracer_it::{Fixture, TracerProcess, fixture, http, jaeger::Jaeger, request, wait_until};
+use tracer_it::{
+    Fixture, TracerProcess, fixture, http, jaeger::Jaeger, procstat, request, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -14,39 +16,17 @@ fn start(pid: u32, extra: &[&str]) -> (TracerProcess, SocketAddr) {
     let mut args = vec!["--metrics-addr", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut tracer = TracerProcess::start(&[pid], &args).unwrap();
-    let mut addr = None;
-    assert!(
-        wait_until(WAIT, || {
-            addr = tracer
-                .log_text()
-                .lines()
-                .find_map(|l| l.split("self-metrics at http://").nth(1))
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse().ok());
-            addr.is_some() || !tracer.running()
-        }),
-        "no metrics address in the log"
-    );
-    let addr = addr.unwrap_or_else(|| panic!("tracer exited:\n{}", tracer.log_text()));
+    let addr = procstat::metrics_addr(&mut tracer).unwrap();
     (tracer, addr)
 }
 
 /// Every sample of the exposition, keyed `name{labels}` as printed (labels in their order).
 fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let r = http::request(addr, "GET", "/metrics", &[], &[], Duration::from_secs(5)).unwrap();
-    assert_eq!(r.status, 200);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
+    procstat::scrape(addr, Duration::from_secs(5)).unwrap()
 }
 
 fn get(m: &BTreeMap<String, f64>, key: &str) -> u64 {
-    m.get(key).copied().unwrap_or(0.0) as u64
+    procstat::get(m, key) as u64
 }
 
 /// Waits until `cond` holds on a fresh scrape; returns that scrape.
