@@ -19,8 +19,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -32,15 +31,15 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use kraken_tracer::{
-    reader::EventReader,
     target::Target,
     tracer::{RawLink, Tracer},
 };
 use serde_json::{Value, json};
 use tracer_common::rules::KernelRules;
 use tracer_it::{
-    Fixture, TracerProcess, fixture,
+    Fixture, ReaderThread, TracerProcess, fixture,
     kraken::{Cluster, Component, random_bytes},
+    procstat::KeepAlive,
     wait_until, workspace,
 };
 
@@ -115,32 +114,6 @@ fn rss_kb(pid: u32) -> Option<u64> {
     tracer_it::procstat::rss(pid).ok().map(|b| b / 1024)
 }
 
-/// One keep-alive GET /hello; latency in ns.
-fn get(conn: &mut BufReader<TcpStream>, host: &str) -> Result<u64> {
-    let t = Instant::now();
-    write!(
-        conn.get_mut(),
-        "GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    )?;
-    let mut len = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line)? == 0 {
-            bail!("connection closed");
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = vec![0; len.context("no content-length")?];
-    conn.read_exact(&mut body)?;
-    Ok(u64::try_from(t.elapsed().as_nanos())?)
-}
-
 /// Closed-loop load: `conns` keep-alive connections, each sending its next request when the
 /// previous answer is in, for `time`. Returns every latency (ns).
 fn load(addr: &str, conns: usize, time: Duration) -> Result<Vec<u64>> {
@@ -150,10 +123,9 @@ fn load(addr: &str, conns: usize, time: Duration) -> Result<Vec<u64>> {
             let addr = addr.to_owned();
             let go = Arc::clone(&go);
             std::thread::spawn(move || -> Result<Vec<u64>> {
-                let mut conn = BufReader::new(TcpStream::connect(&addr)?);
-                conn.get_mut().set_nodelay(true)?;
+                let mut conn = KeepAlive::new(addr.parse()?, Duration::from_secs(10));
                 for _ in 0..100 {
-                    get(&mut conn, &addr)?; // warm-up
+                    conn.timed_get("/hello")?; // warm-up
                 }
                 while !go.load(Ordering::Acquire) {
                     std::thread::yield_now();
@@ -161,7 +133,7 @@ fn load(addr: &str, conns: usize, time: Duration) -> Result<Vec<u64>> {
                 let end = Instant::now() + time;
                 let mut v = Vec::with_capacity(100_000);
                 while Instant::now() < end {
-                    v.push(get(&mut conn, &addr)?);
+                    v.push(conn.timed_get("/hello")?);
                 }
                 Ok(v)
             })
@@ -222,8 +194,7 @@ struct Recreation {
     tracer: Tracer,
     offsets: Vec<u64>,
     target: Target,
-    stop: tokio::sync::watch::Sender<bool>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    _reader: ReaderThread,
 }
 
 impl Recreation {
@@ -244,34 +215,13 @@ impl Recreation {
         }
         let mut tracer = Tracer::load(&std::env::temp_dir())?;
         tracer.set_rules(&KernelRules::default())?;
-        let ring = tracer.take_events()?;
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let reader = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async move {
-                let r = EventReader::new(ring, Duration::from_millis(10)).expect("reader");
-                let _ = r.run(|_| {}, stop_rx).await;
-            });
-        });
+        let reader = ReaderThread::spawn(&mut tracer, Duration::from_millis(10), |_| {})?;
         Ok(Recreation {
             tracer,
             offsets,
             target,
-            stop,
-            reader: Some(reader),
+            _reader: reader,
         })
-    }
-}
-
-impl Drop for Recreation {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
     }
 }
 
@@ -521,27 +471,11 @@ fn probe_cost(opts: &Options) -> Result<Vec<SiteCost>> {
     ];
     let mut tracer = Tracer::load(&std::env::temp_dir())?;
     tracer.set_rules(&KernelRules::default())?;
-    let ring = tracer.take_events()?;
     let events = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&events);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let reader = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let r = EventReader::new(ring, Duration::from_millis(10)).expect("reader");
-            let _ = r
-                .run(
-                    move |_| {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    },
-                    stop_rx,
-                )
-                .await;
-        });
-    });
+    let reader = ReaderThread::spawn(&mut tracer, Duration::from_millis(10), move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    })?;
     let mut results = vec![Vec::new(); sites.len()];
     time_round(&mut stdin)?; // warm-up
     for _ in 0..opts.probe_rounds {
@@ -556,8 +490,7 @@ fn probe_cost(opts: &Options) -> Result<Vec<SiteCost>> {
             }
         }
     }
-    let _ = stop.send(true);
-    let _ = reader.join();
+    reader.finish();
     let _ = child.kill();
     let _ = child.wait();
     let base = median(&results[0]);

@@ -5,51 +5,20 @@
 //!
 //! Run: `cargo xtask overhead` (root). Prints a Markdown table.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
-    time::Instant,
-};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use tracer_it::{Fixture, TracerProcess, fixture};
+use anyhow::Result;
+use tracer_it::{Fixture, TracerProcess, fixture, procstat::KeepAlive};
 
 const ROUNDS: usize = 12;
 const REQUESTS: usize = 4000;
 
-/// One keep-alive request; returns its latency in ns.
-fn get(conn: &mut BufReader<TcpStream>, host: &str) -> Result<u64> {
-    let t = Instant::now();
-    write!(
-        conn.get_mut(),
-        "GET /hello HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    )?;
-    let mut len = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line)? == 0 {
-            bail!("connection closed");
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = vec![0; len.context("no content-length")?];
-    conn.read_exact(&mut body)?;
-    Ok(u64::try_from(t.elapsed().as_nanos())?)
-}
-
 fn round(addr: &str) -> Result<Vec<u64>> {
-    let mut conn = BufReader::new(TcpStream::connect(addr)?);
-    conn.get_mut().set_nodelay(true)?;
+    let mut conn = KeepAlive::new(addr.parse()?, Duration::from_secs(10));
     for _ in 0..200 {
-        get(&mut conn, addr)?; // warm-up
+        conn.timed_get("/hello")?; // warm-up
     }
-    (0..REQUESTS).map(|_| get(&mut conn, addr)).collect()
+    (0..REQUESTS).map(|_| conn.timed_get("/hello")).collect()
 }
 
 fn pct(v: &mut [u64], p: f64) -> f64 {

@@ -17,11 +17,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use kraken_tracer::{
-    reader::EventReader, rules::PathRules, symbols::sites::SiteKind, target::Target, tracer::Tracer,
-};
+use kraken_tracer::{rules::PathRules, symbols::sites::SiteKind, target::Target, tracer::Tracer};
 use tracer_common::rules::KernelRules;
-use tracer_it::fixture;
+use tracer_it::{ReaderThread, fixture};
 
 const CALLS: &str = "200000";
 const ROUNDS: usize = 5;
@@ -93,27 +91,11 @@ fn main() -> Result<()> {
     ];
 
     let mut tracer = Tracer::load(&std::env::temp_dir())?;
-    let ring = tracer.take_events()?;
     let events = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&events);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let reader = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let r = EventReader::new(ring, Duration::from_millis(10)).expect("reader");
-            let _ = r
-                .run(
-                    move |_| {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    },
-                    stop_rx,
-                )
-                .await;
-        });
-    });
+    let reader = ReaderThread::spawn(&mut tracer, Duration::from_millis(10), move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    })?;
 
     let mut results = vec![Vec::new(); sites.len()];
     time_round(&mut stdin)?; // warm-up
@@ -130,8 +112,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    let _ = stop.send(true);
-    let _ = reader.join();
+    reader.finish();
     let c = tracer.counters()?;
     let _ = child.kill();
 

@@ -139,11 +139,61 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// The tracer, loaded in-process, with its reader collecting every event into a Vec.
+/// The tracer's ring-buffer reader (taken from `tracer`) on a thread of its own, handing every
+/// event to `sink`, until dropped (or `finish`ed), which drains the ring one last time and
+/// joins the thread.
+pub struct ReaderThread {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ReaderThread {
+    pub fn spawn(
+        tracer: &mut Tracer,
+        drain_interval: Duration,
+        sink: impl FnMut(Event) + Send + 'static,
+    ) -> Result<ReaderThread> {
+        let ring = tracer.take_events()?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let reader = EventReader::new(ring, drain_interval).expect("reader");
+                let _ = reader.run(sink, stop_rx).await;
+            });
+        });
+        Ok(ReaderThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the reader after a last drain and waits for it.
+    pub fn finish(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ReaderThread {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
 pub struct Traced {
     pub tracer: Tracer,
     pub events: Arc<Mutex<Vec<Event>>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: Option<thread::JoinHandle<()>>,
+    _reader: ReaderThread,
 }
 
 impl Traced {
@@ -163,27 +213,15 @@ impl Traced {
         for &pid in pids {
             tracer.attach_pid(pid)?;
         }
-        let ring = tracer.take_events()?;
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&events);
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let reader = EventReader::new(ring, Duration::from_millis(5)).expect("reader");
-                let _ = reader
-                    .run(move |ev| sink.lock().expect("events").push(ev), stop_rx)
-                    .await;
-            });
-        });
+        let reader = ReaderThread::spawn(&mut tracer, Duration::from_millis(5), move |ev| {
+            sink.lock().expect("events").push(ev)
+        })?;
         Ok(Traced {
             tracer,
             events,
-            stop,
-            thread: Some(thread),
+            _reader: reader,
         })
     }
 
@@ -197,15 +235,6 @@ impl Traced {
             bail!("waited {timeout:?} for {n} events, got {}", self.count());
         }
         Ok(self.events.lock().map(|e| e.clone()).unwrap_or_default())
-    }
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

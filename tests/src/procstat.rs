@@ -243,6 +243,13 @@ impl KeepAlive {
         r
     }
 
+    /// `GET target`, timed: the latency in ns from writing the request to the body's last byte.
+    pub fn timed_get(&mut self, target: &str) -> Result<u64> {
+        let t = std::time::Instant::now();
+        self.get(target)?;
+        Ok(u64::try_from(t.elapsed().as_nanos())?)
+    }
+
     fn try_get(&mut self, target: &str) -> Result<u16> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, self.timeout)?;
