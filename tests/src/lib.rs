@@ -67,11 +67,17 @@ pub struct Fixture {
 impl Fixture {
     /// Starts an HTTP fixture and waits for its "listening on ADDR" line.
     pub fn http(bin: &Path) -> Result<Fixture> {
-        let mut child = Command::new(bin)
+        Self::http_command(&mut Command::new(bin))
+    }
+
+    /// Like [`http`](Self::http), for a fixture started through a wrapper (setpriv, unshare…)
+    /// that passes its stdout on; `pid` is the wrapper's (the same when the wrapper execs it).
+    pub fn http_command(cmd: &mut Command) -> Result<Fixture> {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+            .with_context(|| format!("starting {cmd:?}"))?;
         let stdout = child.stdout.take().context("fixture stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;

@@ -45,38 +45,20 @@ impl OtherUsersProcess {
         std::fs::copy(fixture("httpserver", false), &bin).unwrap();
         chown(&bin, Some(TARGET_UID), Some(TARGET_UID)).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let mut child = Command::new("setpriv")
-            .args([
-                &format!("--reuid={TARGET_UID}"),
-                &format!("--regid={TARGET_UID}"),
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-            ])
-            .arg(&bin)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("setpriv (util-linux)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected fixture output {line:?}"))
-            .parse()
-            .unwrap();
         // setpriv execs the fixture: same PID.
-        let pid = child.id();
-        OtherUsersProcess {
-            fx: Fixture {
-                child,
-                pid,
-                addr: Some(addr),
-            },
-            dir,
-        }
+        let fx = Fixture::http_command(
+            Command::new("setpriv")
+                .args([
+                    &format!("--reuid={TARGET_UID}"),
+                    &format!("--regid={TARGET_UID}"),
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                ])
+                .arg(&bin),
+        )
+        .expect("setpriv (util-linux)");
+        OtherUsersProcess { fx, dir }
     }
 }
 

@@ -8,10 +8,9 @@
 //! so processes of other tests running at the same time are never attached.
 
 use std::{
-    io::{BufRead as _, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus},
     thread,
     time::Duration,
 };
@@ -322,7 +321,8 @@ fn follow_exe_follows_an_upgraded_file() {
 /// A fixture started by `unshare --pid --fork --mount-proc` from a tmpfs mounted only in its
 /// own mount namespace: its executable's path does not exist on the host.
 struct Contained {
-    child: Child,
+    /// unshare, whose death takes the namespace with it.
+    child: Fixture,
     /// The fixture's PID in the host's PID namespace.
     pid: u32,
     addr: SocketAddr,
@@ -343,38 +343,28 @@ impl Contained {
             bin = bin.display(),
             exe = inner_path.display()
         );
-        let mut child = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--kill-child",
-                "sh",
-                "-c",
-            ])
-            .arg(&script)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected fixture output {line:?}"))
-            .parse()
-            .unwrap();
+        let fx = Fixture::http_command(
+            Command::new("unshare")
+                .args([
+                    "--pid",
+                    "--fork",
+                    "--mount-proc",
+                    "--kill-child",
+                    "sh",
+                    "-c",
+                ])
+                .arg(&script),
+        )
+        .expect("unshare (util-linux)");
         // The fixture is unshare's child (sh exec'd it).
-        let pid = children(child.id())
+        let pid = children(fx.pid)
             .into_iter()
             .next()
             .expect("the contained process");
         Contained {
-            child,
+            addr: fx.addr(),
+            child: fx,
             pid,
-            addr,
             dir,
             inner_path,
         }
@@ -384,8 +374,8 @@ impl Contained {
 impl Drop for Contained {
     fn drop(&mut self) {
         // --kill-child: the namespace's init, and with it everything in it, dies with unshare.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
