@@ -2,13 +2,13 @@
 //! Jaeger v2, kraken-tracer attached to agent, origin and tracker, and a blob downloaded through
 //! the agent twice (cold, then cached). Prints the trace trees and where to query Jaeger.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tracer_it::{
     jaeger::Jaeger,
     kraken::{self, Cluster, Component},
-    wait_until,
+    wait_until, waterfall,
 };
 
 fn main() -> Result<()> {
@@ -39,6 +39,13 @@ fn main() -> Result<()> {
     if let Some(line) = log.lines().find(|l| l.contains("links:")) {
         println!("{line}");
     }
+    match picture(&jaeger) {
+        Ok(path) => println!(
+            "\nthe cold download's trace, as Jaeger has it, drawn: {}",
+            path.display()
+        ),
+        Err(e) => println!("\nno picture of the trace: {e:#}"),
+    }
     println!(
         "\nJaeger (kept while this runs): {}/api/traces?service=kraken-agent&limit=20",
         jaeger.query
@@ -50,4 +57,21 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads the cold download's trace back from Jaeger (the one with the most spans) and draws it
+/// into `target/demo/kraken-download-trace.svg`.
+fn picture(jaeger: &Jaeger) -> Result<PathBuf> {
+    let traces = jaeger.wait_for_traces("kraken-agent", 10, Duration::from_secs(30))?;
+    let trace = traces
+        .iter()
+        .filter(|t| t.span("agent.download_blob").is_some())
+        .max_by_key(|t| t.spans.len())
+        .context("no agent.download_blob trace in Jaeger")?;
+    let dir = tracer_it::workspace().join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("kraken-download-trace.svg");
+    let title = "A blob download through a local Kraken cluster (agent, tracker, origin, testfs), read back from Jaeger";
+    std::fs::write(&path, waterfall::svg(trace, title))?;
+    Ok(path)
 }

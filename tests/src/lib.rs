@@ -21,6 +21,7 @@ pub mod http;
 pub mod jaeger;
 pub mod kraken;
 pub mod procstat;
+pub mod waterfall;
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
