@@ -19,7 +19,7 @@ use tracer_common::{
     event::{
         ADDR_LEN, DIGEST_LEN, EventHeader, GoStr, HttpClientEndEvent, HttpClientEvent,
         HttpServeEndEvent, HttpServeEvent, KrakenDigestEvent, METHOD_LEN, PATH_LEN, SCHEME_LEN,
-        TRACEPARENT_LEN, URI_LEN,
+        TRACEPARENT_LEN, TcpSnapshot, URI_LEN,
     },
     probe::ProbeId,
 };
@@ -951,6 +951,12 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
     let serve = |uri: &str, tp: &str| HttpServeEvent {
         hdr: header(ProbeId::HttpServe),
         request: 0xc000_1000,
+        tcp: TcpSnapshot {
+            rx_bytes: 4096,
+            tx_bytes: 1 << 20,
+            counted: 1,
+            _pad: 0,
+        },
         method: gostr::<METHOD_LEN>("GET"),
         uri: gostr::<URI_LEN>(uri),
         host: gostr::<ADDR_LEN>("origin:15002"),
@@ -985,6 +991,7 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
             request: 0xc000_1000,
             status: 200,
             written: 1 << 20,
+            tcp: TcpSnapshot::default(),
             pattern: gostr::<ADDR_LEN>("GET /namespace/{namespace}/blobs/{digest}"),
         }),
     ));

@@ -30,6 +30,24 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Spawns `cmd`, trying again while exec fails with ETXTBSY: a test that has just copied an
+/// executable can find it "busy" for a moment, when another test thread forked (a child holds a
+/// copy of the copy's write descriptor until its own exec closes it).
+pub fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Builds (once per test binary) and returns a Go fixture from tests/fixtures/<name>.
 pub fn fixture(name: &str, stripped: bool) -> PathBuf {
     static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
@@ -74,10 +92,7 @@ impl Fixture {
     /// Like [`http`](Self::http), for a fixture started through a wrapper (setpriv, unshare…)
     /// that passes its stdout on; `pid` is the wrapper's (the same when the wrapper execs it).
     pub fn http_command(cmd: &mut Command) -> Result<Fixture> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let mut child = spawn_retrying_busy(cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()))
             .with_context(|| format!("starting {cmd:?}"))?;
         let stdout = child.stdout.take().context("fixture stdout")?;
         let mut line = String::new();

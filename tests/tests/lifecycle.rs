@@ -166,6 +166,55 @@ fn keep_running_outlives_the_target() {
 }
 
 #[test]
+fn follow_name_attaches_processes_that_start_later_by_executable_name() {
+    // Nothing named like this runs (or exists) when the tracer starts: the DaemonSet's case.
+    let name = format!("kt-by-name-{}", std::process::id());
+    let mut tracer = Tracer::start(&[
+        "--follow-name",
+        &name,
+        "--follow-interval",
+        "100ms",
+        "--no-export",
+        "--stdout",
+        "--sample-ratio",
+        "1",
+    ]);
+    tracer.wait_log(&format!(
+        "following name {name}: 0 running process(es) attached"
+    ));
+    // A process of another name is not attached; one of this name is, wherever it lives.
+    let other = Copy::of(&fixture("httpserver", false), &format!("{name}-other"));
+    let o = Fixture::http(&other.path).unwrap();
+    let exe = Copy::of(&fixture("httpserver", false), &name);
+    let a = Fixture::http(&exe.path).unwrap();
+    tracer.wait_log(&format!(
+        "following name {name}: attached new pid {}",
+        a.pid
+    ));
+    assert_eq!(request(a.addr(), "GET", "/hello?by=name").unwrap(), 200);
+    assert_eq!(request(o.addr(), "GET", "/hello?by=other").unwrap(), 200);
+    assert!(
+        wait_until(WAIT, || tracer.out().contains(&format!("pid {})", a.pid))),
+        "no span from the process found by name:\n{}\n{}",
+        tracer.out(),
+        tracer.log()
+    );
+    assert!(
+        !tracer.log().contains(&format!("pid {}", o.pid)),
+        "a process of another name was attached:\n{}",
+        tracer.log()
+    );
+    let a_pid = a.pid;
+    kill(a);
+    kill(o);
+    tracer.wait_log(&format!("pid {a_pid} exited; its probes are detached"));
+    tracer.wait_log(&format!(
+        "no traced process left; still following name {name}"
+    ));
+    assert!(tracer.stop().success(), "{}", tracer.log());
+}
+
+#[test]
 fn follow_exe_reattaches_when_the_process_restarts() {
     let exe = Copy::of(&fixture("httpserver", false), "restarting-server");
     let a = Fixture::http(&exe.path).unwrap();

@@ -1,5 +1,7 @@
 //! Events sent through the ring buffer: a fixed header first, then a payload.
 
+pub use crate::socket::TcpSnapshot;
+
 /// Bytes kept of a request method.
 pub const METHOD_LEN: usize = 16;
 /// Bytes kept of a server request target (path and query).
@@ -62,6 +64,8 @@ pub struct HttpServeEvent {
     pub hdr: EventHeader,
     /// `*http.Request`, to pair with later events of the same request.
     pub request: u64,
+    /// The process's TCP byte counters as the handler starts (socket probes).
+    pub tcp: TcpSnapshot,
     pub method: GoStr<METHOD_LEN>,
     pub uri: GoStr<URI_LEN>,
     pub host: GoStr<ADDR_LEN>,
@@ -80,6 +84,8 @@ pub struct HttpServeEndEvent {
     pub status: i64,
     /// `response.written`: body bytes written.
     pub written: i64,
+    /// The process's TCP byte counters as the response finishes (socket probes).
+    pub tcp: TcpSnapshot,
     /// `Request.Pattern` (Go >= 1.23 ServeMux route), empty otherwise.
     pub pattern: GoStr<ADDR_LEN>,
 }

@@ -9,3 +9,4 @@ pub mod maps;
 pub mod offsets;
 pub mod probe;
 pub mod rules;
+pub mod socket;

@@ -14,6 +14,10 @@ pub const RULES: &str = "RULES";
 pub const SUPPRESSED: &str = "SUPPRESSED";
 /// Capacity of SUPPRESSED (LRU: a lost end can't pin an entry).
 pub const MAX_SUPPRESSED: u32 = 16_384;
+/// TCP bytes per traced process (`socket::SocketBytes`), keyed by tgid. User space gives each
+/// traced process an entry when socket probes are on; the socket probes count only processes
+/// with one (a single lookup per hit), and the HTTP server probes snapshot it.
+pub const SOCKET_BYTES: &str = "SOCKET_BYTES";
 
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;

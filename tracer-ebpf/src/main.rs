@@ -2,6 +2,10 @@
 //! point forwarding to a `try_` function.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for the socket counters: the bpf target lacks CAS, so core's atomics have no
+// fetch_add. The build already runs with RUSTC_BOOTSTRAP=1 (-Z build-std).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod goabi;
 mod gomap;

@@ -9,6 +9,7 @@ use tracer_common::{
     maps::{EVENTS_BYTES, MAX_PROCESSES, MAX_SUPPRESSED, NUM_COUNTERS, SuppressKey, WAKEUP_BYTES},
     offsets::ProcessConfig,
     rules::KernelRules,
+    socket::SocketBytes,
 };
 
 #[map]
@@ -19,6 +20,9 @@ pub static PROCESSES: HashMap<u32, ProcessConfig> = HashMap::with_max_entries(MA
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[map]
+pub static SOCKET_BYTES: HashMap<u32, SocketBytes> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 #[map]
 pub static RULES: Array<KernelRules> = Array::with_max_entries(1, 0);

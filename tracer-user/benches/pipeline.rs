@@ -41,7 +41,7 @@ use prost::Message as _;
 use tracer_common::{
     event::{
         EventHeader, GoStr, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent,
-        KrakenDigestEvent,
+        KrakenDigestEvent, TcpSnapshot,
     },
     probe::ProbeId,
 };
@@ -136,6 +136,12 @@ fn serve_rec(goid: u64, t: u64, i: u64) -> Vec<u8> {
     record(&HttpServeEvent {
         hdr: header(ProbeId::HttpServe, goid, t),
         request: 0xc000_1000,
+        tcp: TcpSnapshot {
+            rx_bytes: 1_000 + i,
+            tx_bytes: 2_000 + i,
+            counted: 1,
+            _pad: 0,
+        },
         method: gostr("GET"),
         uri: gostr(&format!(
             "/namespace/library%2Fubuntu/blobs/sha256:{}",
@@ -153,6 +159,12 @@ fn serve_end_rec(goid: u64, t: u64) -> Vec<u8> {
         request: 0xc000_1000,
         status: 200,
         written: 31_337,
+        tcp: TcpSnapshot {
+            rx_bytes: 5_000,
+            tx_bytes: 40_000,
+            counted: 1,
+            _pad: 0,
+        },
         pattern: gostr(""),
     })
 }

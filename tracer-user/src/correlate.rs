@@ -24,6 +24,7 @@ use crate::{
     clock::{Clock, to_wall},
     events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
     sample::Sampler,
+    socket::TcpCounters,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
     traceparent::TraceParent,
 };
@@ -99,6 +100,8 @@ struct Open {
     digest: Option<String>,
     /// Kraken agent: when that blob's download completed into the cache.
     completed_ns: Option<u64>,
+    /// Server spans: the process's TCP counters at the start (socket probes on).
+    tcp: Option<TcpCounters>,
 }
 
 /// Which semantic layer a process's spans get on top of the generic HTTP one.
@@ -471,6 +474,7 @@ fn server_start(
         attributes,
         digest,
         completed_ns: None,
+        tcp: e.tcp,
     };
     cx.insert(&mut p.servers, e.hdr.goid, open);
 }
@@ -486,6 +490,10 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
         .push(("http.response.status_code", status.into()));
     o.attributes
         .push(("http.response.body.size", e.written.max(0).into()));
+    // Process-wide TCP bytes while the span was open (socket probes on at both ends).
+    if let Some(tcp) = crate::socket::span_attributes(o.tcp, e.tcp) {
+        o.attributes.extend(tcp);
+    }
     if let Some(route) = route_of(&e.pattern.text) {
         o.name = format!("{} {route}", o.name);
         o.attributes.push(("http.route", route.into()));
@@ -550,7 +558,7 @@ fn download_complete(
     let mut attributes: Vec<(&'static str, AttrValue)> = download
         .attributes
         .iter()
-        .filter(|(k, _)| k.starts_with("kraken."))
+        .filter(|(k, _)| k.starts_with("kraken.") && !k.starts_with("kraken.process."))
         .cloned()
         .collect();
     attributes.push(("kraken.size", size.max(0).into()));
@@ -672,6 +680,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         attributes,
         digest,
         completed_ns: None,
+        tcp: None,
     };
     cx.insert(&mut p.clients, goid, open);
 }
@@ -805,6 +814,7 @@ fn internal_open(
         attributes,
         digest: Some(digest.to_owned()),
         completed_ns: None,
+        tcp: None,
     }
 }
 
@@ -924,6 +934,7 @@ mod tests {
             host: cap("127.0.0.1:8080"),
             remote_addr: cap("127.0.0.1:5555"),
             traceparent: cap(""),
+            tcp: None,
         })
     }
 
@@ -934,6 +945,7 @@ mod tests {
             status,
             written: 6,
             pattern: cap(pattern),
+            tcp: None,
         })
     }
 
@@ -1030,6 +1042,43 @@ mod tests {
             ],
         );
         assert_eq!(without[0].attr("url.query"), None);
+    }
+
+    #[test]
+    fn server_span_gets_process_tcp_bytes_when_counted() {
+        let with_tcp = |mut ev: Event, rx: u64, tx: u64| {
+            let tcp = Some(TcpCounters {
+                rx_bytes: rx,
+                tx_bytes: tx,
+            });
+            match &mut ev {
+                Event::HttpServe(e) => e.tcp = tcp,
+                Event::HttpServeEnd(e) => e.tcp = tcp,
+                _ => panic!("not a server event"),
+            }
+            ev
+        };
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_tcp(serve(5, 100, "/upload"), 1_000, 50),
+                with_tcp(serve_end(5, 350, 0, ""), 5_096, 1_050),
+            ],
+        );
+        let s = &spans[0];
+        assert_eq!(
+            s.attr(crate::socket::ATTR_BYTES_RECEIVED),
+            Some(&AttrValue::Int(4_096))
+        );
+        assert_eq!(
+            s.attr(crate::socket::ATTR_BYTES_SENT),
+            Some(&AttrValue::Int(1_000))
+        );
+        // Socket probes off (no counters in the events): no attributes.
+        let spans = run(&mut c, &[serve(6, 400, "/x"), serve_end(6, 500, 0, "")]);
+        assert_eq!(spans[0].attr(crate::socket::ATTR_BYTES_RECEIVED), None);
+        assert_eq!(spans[0].attr(crate::socket::ATTR_BYTES_SENT), None);
     }
 
     #[test]

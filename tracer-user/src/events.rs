@@ -10,6 +10,8 @@ use tracer_common::{
     probe::ProbeId,
 };
 
+use crate::socket::TcpCounters;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the event header")]
@@ -64,6 +66,8 @@ pub struct HttpServe {
     pub remote_addr: Captured,
     /// The `traceparent` header as received (empty when absent).
     pub traceparent: Captured,
+    /// The process's TCP counters as the handler starts (`None`: socket probes off).
+    pub tcp: Option<TcpCounters>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub struct HttpServeEnd {
     pub written: i64,
     /// Go >= 1.23 ServeMux pattern (e.g. "GET /items/{id}"), empty otherwise.
     pub pattern: Captured,
+    /// The process's TCP counters as the response finishes (`None`: socket probes off).
+    pub tcp: Option<TcpCounters>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +176,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 host: captured(&e.host),
                 remote_addr: captured(&e.remote_addr),
                 traceparent: captured(&e.traceparent),
+                tcp: TcpCounters::from_snapshot(&e.tcp),
             }))
         }
         ProbeId::HttpServeEnd => {
@@ -181,6 +188,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 status: e.status,
                 written: e.written,
                 pattern: captured(&e.pattern),
+                tcp: TcpCounters::from_snapshot(&e.tcp),
             }))
         }
         ProbeId::HttpClient => {
@@ -321,6 +329,12 @@ mod tests {
                 ktime_ns: 123,
             },
             request: 0xc000_1000,
+            tcp: tracer_common::event::TcpSnapshot {
+                rx_bytes: 10,
+                tx_bytes: 20,
+                counted: 1,
+                _pad: 0,
+            },
             method: gostr::<METHOD_LEN>("GET"),
             uri: gostr::<URI_LEN>(uri),
             host: gostr::<ADDR_LEN>("127.0.0.1:8080"),
@@ -341,6 +355,13 @@ mod tests {
         assert_eq!(e.method.text, "GET");
         assert_eq!(e.path(), "/namespace/x/blobs/sha256:ab");
         assert_eq!(e.host.text, "127.0.0.1:8080");
+        assert_eq!(
+            e.tcp,
+            Some(TcpCounters {
+                rx_bytes: 10,
+                tx_bytes: 20
+            })
+        );
         let line = decode(&bytes).unwrap().to_string();
         assert!(!line.contains("secret"), "query leaked: {line}");
         assert!(line.contains("?<redacted>"));

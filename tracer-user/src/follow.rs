@@ -1,5 +1,11 @@
-//! `--follow-exe PATH`: the processes that run a given executable, at start and as they appear
-//! (Kraken restarts, upgrades, containers).
+//! `--follow-exe PATH` and `--follow-name NAME`: the processes that run a given executable, at
+//! start and as they appear (Kraken restarts, upgrades, containers).
+//!
+//! **By name.** `--follow-name kraken-agent` matches a process whose executable's file name
+//! (the last component of `/proc/PID/exe`'s target, as the process sees it) is exactly NAME.
+//! Nothing has to exist at start: this is what a DaemonSet uses, where Kraken's binaries live
+//! only in Kraken's containers and start after the tracer. A name can match an unrelated
+//! program of the same name; a path (below) cannot.
 //!
 //! **Which file is "the executable".** A file is identified by its inode number, size and
 //! modification time ([`ExeId`], from stat(2)); a process by the same triple of the file it runs,
@@ -42,6 +48,10 @@ pub enum FollowError {
     },
     #[error("--follow-exe {}: not a regular file", path.display())]
     NotAFile { path: PathBuf },
+    #[error(
+        "--follow-name {name:?}: a file name is expected (no '/'; use --follow-exe for a path)"
+    )]
+    BadName { name: String },
     #[error("cannot list {}: {source}", path.display())]
     Proc {
         path: PathBuf,
@@ -84,14 +94,23 @@ struct Followed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     pub pid: u32,
-    /// The `--follow-exe` path it matched.
-    pub path: PathBuf,
+    /// What it matched: the `--follow-exe` path, or `name NAME` for a `--follow-name`.
+    pub matched: String,
+}
+
+/// The file name of the executable behind a `/proc/PID/exe` link, as the process sees it
+/// (without the ` (deleted)` the kernel appends once the file was replaced or removed).
+pub fn exe_name(link: &Path) -> Option<String> {
+    let target = fs::read_link(link).ok()?;
+    let name = target.file_name()?.to_str()?;
+    Some(name.strip_suffix(" (deleted)").unwrap_or(name).to_owned())
 }
 
 /// Scans `/proc` for processes running the followed executables.
 #[derive(Debug)]
 pub struct Follower {
     followed: Vec<Followed>,
+    names: Vec<String>,
     /// PIDs looked at, with how many more scans should look at them again.
     seen: HashMap<u32, u8>,
     proc_root: PathBuf,
@@ -99,13 +118,23 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Follows `paths`; each must name an existing regular file now.
-    pub fn new(paths: &[PathBuf]) -> Result<Follower, FollowError> {
-        Self::with_proc_root(paths, Path::new("/proc"))
+    /// Follows `paths` (each must name an existing regular file now) and executables named
+    /// `names`.
+    pub fn new(paths: &[PathBuf], names: &[String]) -> Result<Follower, FollowError> {
+        Self::with_proc_root(paths, names, Path::new("/proc"))
     }
 
     /// [`Follower::new`] with another procfs mount (tests).
-    pub fn with_proc_root(paths: &[PathBuf], proc_root: &Path) -> Result<Follower, FollowError> {
+    pub fn with_proc_root(
+        paths: &[PathBuf],
+        names: &[String],
+        proc_root: &Path,
+    ) -> Result<Follower, FollowError> {
+        for name in names {
+            if name.is_empty() || name.contains('/') {
+                return Err(FollowError::BadName { name: name.clone() });
+            }
+        }
         let mut followed: Vec<Followed> = Vec::new();
         for path in paths {
             let m = fs::metadata(path).map_err(|source| FollowError::Stat {
@@ -123,16 +152,29 @@ impl Follower {
                 ids: vec![ExeId::from_metadata(&m)],
             });
         }
+        let mut unique: Vec<String> = Vec::new();
+        for n in names {
+            if !unique.contains(n) {
+                unique.push(n.clone());
+            }
+        }
         Ok(Follower {
             followed,
+            names: unique,
             seen: HashMap::new(),
             proc_root: proc_root.to_owned(),
             own_pid: std::process::id(),
         })
     }
 
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.followed.iter().map(|f| f.path.as_path())
+    /// What is followed, for logs: each path, then `name NAME` for each name.
+    pub fn describe(&self) -> String {
+        self.followed
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .chain(self.names.iter().map(|n| format!("name {n}")))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Which followed path a file with identity `id` is, if any.
@@ -198,14 +240,22 @@ impl Follower {
             }
             // Kernel threads and processes we may not inspect have no readable exe: look again
             // on the next scans only while `remaining` lasts.
-            let id = ExeId::of(&self.proc_root.join(pid.to_string()).join("exe"));
-            match id
-                .ok()
-                .and_then(|id| self.matching(&id).map(Path::to_path_buf))
-            {
-                Some(path) => {
+            let exe = self.proc_root.join(pid.to_string()).join("exe");
+            let by_path = || {
+                let id = ExeId::of(&exe).ok()?;
+                self.matching(&id).map(|p| p.display().to_string())
+            };
+            let by_name = || {
+                if self.names.is_empty() {
+                    return None;
+                }
+                let name = exe_name(&exe)?;
+                self.names.contains(&name).then(|| format!("name {name}"))
+            };
+            match by_path().or_else(by_name) {
+                Some(matched) => {
                     seen.insert(pid, 0);
-                    found.push(Found { pid, path });
+                    found.push(Found { pid, matched });
                 }
                 None => {
                     seen.insert(pid, remaining);
@@ -286,10 +336,11 @@ mod tests {
         fp.spawn(10, &kraken);
         fp.spawn(11, &other);
         fp.spawn(12, &kraken);
-        let mut f = Follower::with_proc_root(std::slice::from_ref(&kraken), &fp.proc()).unwrap();
+        let mut f =
+            Follower::with_proc_root(std::slice::from_ref(&kraken), &[], &fp.proc()).unwrap();
         let found = f.scan(|pid| pid == 12).unwrap();
         assert_eq!(pids(&found), vec![10]);
-        assert_eq!(found[0].path, kraken);
+        assert_eq!(found[0].matched, kraken.display().to_string());
         // Reported once.
         assert!(f.scan(|_| false).unwrap().is_empty());
         fp.spawn(13, &kraken);
@@ -306,7 +357,8 @@ mod tests {
         let fp = FakeProc::new();
         let kraken = fp.file("kraken", b"kraken");
         let shell = fp.file("sh", b"shell");
-        let mut f = Follower::with_proc_root(std::slice::from_ref(&kraken), &fp.proc()).unwrap();
+        let mut f =
+            Follower::with_proc_root(std::slice::from_ref(&kraken), &[], &fp.proc()).unwrap();
         fp.spawn(20, &shell); // forked, not exec'd yet
         assert!(f.scan(|_| false).unwrap().is_empty());
         fp.spawn(20, &kraken); // exec
@@ -324,7 +376,8 @@ mod tests {
     fn a_replaced_file_is_followed_and_the_old_one_still_matches() {
         let fp = FakeProc::new();
         let kraken = fp.file("kraken", b"kraken v1");
-        let mut f = Follower::with_proc_root(std::slice::from_ref(&kraken), &fp.proc()).unwrap();
+        let mut f =
+            Follower::with_proc_root(std::slice::from_ref(&kraken), &[], &fp.proc()).unwrap();
         // Keep the old file alive under another name (a running process holds it).
         let old = fp.root.join("bin/kraken.old");
         fs::rename(&kraken, &old).unwrap();
@@ -345,7 +398,7 @@ mod tests {
         assert_eq!(ExeId::of(&link).unwrap(), ExeId::of(&kraken).unwrap());
         let copy = fp.file("copy", b"kraken");
         assert_ne!(ExeId::of(&copy).unwrap(), ExeId::of(&kraken).unwrap());
-        let f = Follower::with_proc_root(std::slice::from_ref(&link), &fp.proc()).unwrap();
+        let f = Follower::with_proc_root(std::slice::from_ref(&link), &[], &fp.proc()).unwrap();
         assert!(f.matching(&ExeId::of(&kraken).unwrap()).is_some());
         assert!(f.matching(&ExeId::of(&copy).unwrap()).is_none());
     }
@@ -353,11 +406,43 @@ mod tests {
     #[test]
     fn bad_paths_are_clear_errors() {
         let fp = FakeProc::new();
-        let err = Follower::new(&[fp.root.join("missing")]).unwrap_err();
+        let err = Follower::new(&[fp.root.join("missing")], &[]).unwrap_err();
         assert!(err.to_string().starts_with("--follow-exe "), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
-        let err = Follower::new(&[fp.root.join("bin")]).unwrap_err();
+        let err = Follower::new(&[fp.root.join("bin")], &[]).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn names_match_the_file_name_only_and_need_no_file_at_start() {
+        let fp = FakeProc::new();
+        let names = ["kraken-agent".to_owned()];
+        fs::create_dir_all(fp.proc()).unwrap();
+        let mut f = Follower::with_proc_root(&[], &names, &fp.proc()).unwrap();
+        assert_eq!(f.describe(), "name kraken-agent");
+        assert!(f.scan(|_| false).unwrap().is_empty());
+        let agent = fp.file("kraken-agent", b"agent");
+        let origin = fp.file("kraken-origin", b"origin");
+        let prefixed = fp.file("kraken-agent-helper", b"helper");
+        fp.spawn(40, &agent);
+        fp.spawn(41, &origin);
+        fp.spawn(42, &prefixed);
+        let found = f.scan(|_| false).unwrap();
+        assert_eq!(pids(&found), vec![40]);
+        assert_eq!(found[0].matched, "name kraken-agent");
+        // A replaced binary still matches by name (the kernel marks the old file "(deleted)").
+        let dir = fp.proc().join("43");
+        fs::create_dir_all(&dir).unwrap();
+        symlink(fp.root.join("bin/kraken-agent (deleted)"), dir.join("exe")).unwrap();
+        assert_eq!(pids(&f.scan(|_| false).unwrap()), vec![43]);
+    }
+
+    #[test]
+    fn names_with_a_slash_or_empty_are_refused() {
+        for bad in ["", "/usr/bin/kraken-agent", "bin/x"] {
+            let err = Follower::new(&[], &[bad.to_owned()]).unwrap_err();
+            assert!(err.to_string().starts_with("--follow-name "), "{err}");
+        }
     }
 
     #[test]
@@ -370,7 +455,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let mut f = Follower::new(std::slice::from_ref(&sleep)).unwrap();
+        let mut f = Follower::new(std::slice::from_ref(&sleep), &[]).unwrap();
         let found = f.scan(|_| false);
         let _ = child.kill();
         let _ = child.wait();

@@ -6,7 +6,7 @@ use kraken_tracer::{
     config::Command,
     config_file::{self, ConfigError},
     features::Features,
-    inspect, session,
+    inspect, session, socket,
 };
 
 fn main() -> ExitCode {
@@ -21,7 +21,12 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = match cli.command {
         Command::Features => {
-            println!("{}", Features::detect());
+            let features = Features::detect();
+            println!("{features}");
+            println!(
+                "{}",
+                socket::feature_line(&socket::Support::detect(&features))
+            );
             Ok(())
         }
         Command::Inspect(a) => inspect::run(&a.target).map_err(Into::into),

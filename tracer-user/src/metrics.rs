@@ -36,6 +36,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::{net::TcpListener, task::JoinSet};
+use tracer_common::socket::SocketBytes;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "kraken_tracer";
@@ -127,12 +128,23 @@ pub struct AttachSnapshot {
     pub processes_exited: u64,
 }
 
+/// The socket probes: their mode and each traced process's TCP counters (cumulative since
+/// the process was attached).
+#[derive(Clone, Debug, Default)]
+pub struct SocketSnapshot {
+    /// `kprobe`, `tracepoint` or `off` (empty: not reported yet).
+    pub mode: &'static str,
+    /// (pid, counters), one per counted process.
+    pub processes: Vec<(u32, SocketBytes)>,
+}
+
 #[derive(Debug, Default)]
 struct Snapshots {
     kernel: KernelSnapshot,
     pipeline: PipelineSnapshot,
     export: ExportSnapshot,
     attach: AttachSnapshot,
+    socket: SocketSnapshot,
 }
 
 /// The latest snapshots and the registry that encodes them.
@@ -167,6 +179,10 @@ impl Metrics {
 
     pub fn set_attach(&self, s: AttachSnapshot) {
         self.lock().attach = s;
+    }
+
+    pub fn set_socket(&self, s: SocketSnapshot) {
+        self.lock().socket = s;
     }
 
     /// The OpenMetrics text exposition ([`OPENMETRICS_CONTENT_TYPE`]).
@@ -421,8 +437,57 @@ impl Collector for SnapshotCollector {
             "Traced processes that exited.",
             a.processes_exited,
         )?;
+
+        // Socket probes.
+        let so = &s.socket;
+        if !so.mode.is_empty() {
+            labelled(
+                e,
+                "socket_probes_info",
+                "How TCP bytes are counted: kprobe, tracepoint or off (--socket-probes); always 1.",
+                MetricType::Gauge,
+                "mode",
+                [(so.mode, 1)],
+            )?;
+        }
+        per_process(
+            e,
+            "socket_bytes",
+            "TCP payload bytes per traced process (pid) since it was attached, by direction (received, sent); socket probes.",
+            so.processes
+                .iter()
+                .map(|(pid, c)| (*pid, c.rx_bytes, c.tx_bytes)),
+        )?;
+        per_process(
+            e,
+            "socket_calls",
+            "TCP receive and send calls that moved data, per traced process (pid) since it was attached; socket probes.",
+            so.processes
+                .iter()
+                .map(|(pid, c)| (*pid, c.rx_calls, c.tx_calls)),
+        )?;
         Ok(())
     }
+}
+
+/// A counter family labelled by `pid` and `direction` (`received`, `sent`).
+fn per_process(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (u32, u64, u64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (pid, received, sent) in samples {
+        for (direction, n) in [("received", received), ("sent", sent)] {
+            let labels = [
+                ("pid", pid.to_string()),
+                ("direction", direction.to_owned()),
+            ];
+            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
@@ -699,6 +764,18 @@ mod tests {
             attach_failures: 303,
             processes_exited: 304,
         });
+        m.set_socket(SocketSnapshot {
+            mode: "tracepoint",
+            processes: vec![(
+                4242,
+                SocketBytes {
+                    rx_bytes: 401,
+                    tx_bytes: 402,
+                    rx_calls: 403,
+                    tx_calls: 404,
+                },
+            )],
+        });
         m
     }
 
@@ -740,6 +817,11 @@ mod tests {
         "kraken_tracer_probes_attached 302",
         "kraken_tracer_attach_failures_total 303",
         "kraken_tracer_processes_exited_total 304",
+        "kraken_tracer_socket_probes_info{mode=\"tracepoint\"} 1",
+        "kraken_tracer_socket_bytes_total{pid=\"4242\",direction=\"received\"} 401",
+        "kraken_tracer_socket_bytes_total{pid=\"4242\",direction=\"sent\"} 402",
+        "kraken_tracer_socket_calls_total{pid=\"4242\",direction=\"received\"} 403",
+        "kraken_tracer_socket_calls_total{pid=\"4242\",direction=\"sent\"} 404",
     ];
 
     #[test]

@@ -21,11 +21,12 @@ use crate::{
     features::Features,
     follow::{FollowError, Follower, Found},
     keep::{KeepBuffer, KeepPolicy},
-    metrics::{self, AttachSnapshot, KernelSnapshot, Metrics},
+    metrics::{self, AttachSnapshot, KernelSnapshot, Metrics, SocketSnapshot},
     pipeline::{Pipeline, Registration},
     reader::EventReader,
     rules::{PathRules, RulesError},
     sample::Sampler,
+    socket,
     span::ProcessResource,
     target::{Target, TargetError},
     tracer::{Tracer, TracerError},
@@ -41,7 +42,7 @@ pub enum SessionError {
     NoUprobes,
     #[error("--otlp-protocol: {0}")]
     Protocol(String),
-    #[error("--pid or --follow-exe: at least one process to trace is required")]
+    #[error("--pid, --follow-exe or --follow-name: at least one process to trace is required")]
     NoPid,
     #[error(transparent)]
     Follow(#[from] FollowError),
@@ -52,6 +53,8 @@ pub enum SessionError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
 }
 
 /// How often the kernel counters are copied into the self-metrics.
@@ -116,14 +119,17 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     if !features.uprobes {
         return Err(SessionError::NoUprobes);
     }
-    if args.pids.is_empty() && args.follow_exe.is_empty() {
+    let following = !args.follow_exe.is_empty() || !args.follow_name.is_empty();
+    if args.pids.is_empty() && !following {
         return Err(SessionError::NoPid);
     }
-    let mut follower = if args.follow_exe.is_empty() {
-        None
+    let mut follower = if following {
+        Some(Follower::new(&args.follow_exe, &args.follow_name)?)
     } else {
-        Some(Follower::new(&args.follow_exe)?)
+        None
     };
+    // Decided before loading anything: forcing a mode this kernel lacks fails at once.
+    let socket_plan = socket::choose(args.socket_probes, &socket::Support::detect(&features))?;
     let rules = path_rules(&args);
     let kernel_rules = rules.kernel()?;
     let protocol: export::Protocol = args
@@ -150,6 +156,8 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     .map_err(explain)?;
     tracer.set_rules(&kernel_rules)?;
     tracer.set_capture_query(args.capture_query);
+    let socket_status = socket::start(&mut tracer, &socket_plan)?;
+    log::info!("{socket_status}");
     log::info!(
         "sampling: {:.1} % by default; path rules (first match wins): {}; {} of them dropped in the kernel",
         args.sample_ratio * 100.0,
@@ -157,6 +165,14 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         kernel_rules.count,
     );
     let metrics = Metrics::new();
+    let socket_snapshot = |tracer: &Tracer| SocketSnapshot {
+        mode: socket_status.mode(),
+        processes: tracer.socket_bytes().unwrap_or_else(|e| {
+            log::debug!("reading the socket counters: {e}");
+            Vec::new()
+        }),
+    };
+    metrics.set_socket(socket_snapshot(&tracer));
     let metrics_task = match args.metrics_addr {
         Some(addr) => {
             let (bound, task) = metrics::serve(addr, Arc::clone(&metrics)).await?;
@@ -191,14 +207,12 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
             &mut register_now,
             false,
         );
-        for path in f.paths() {
-            let n = found.iter().filter(|(_, p)| p == path).count();
-            log::info!(
-                "following {}: {n} running process(es) attached; checking for new ones every {:?}",
-                path.display(),
-                args.follow_interval
-            );
-        }
+        log::info!(
+            "following {}: {} running process(es) attached; checking for new ones every {:?}",
+            f.describe(),
+            found.len(),
+            args.follow_interval
+        );
     }
     let (register_tx, register_rx) = std::sync::mpsc::channel::<Registration>();
 
@@ -277,6 +291,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
                     Ok(c) => metrics.set_kernel(kernel_snapshot(&c)),
                     Err(e) => log::debug!("reading kernel counters: {e}"),
                 }
+                metrics.set_socket(socket_snapshot(&tracer));
             }
             _ = sigint.recv() => { log::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
@@ -315,7 +330,7 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
                         }
                         Some(f) => log::info!(
                             "no traced process left; still following {}",
-                            f.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                            f.describe()
                         ),
                     }
                 }
@@ -451,7 +466,7 @@ fn follow_scan(
     failures: &mut u64,
     register: &mut dyn FnMut(Registration),
     new: bool,
-) -> Vec<(u32, std::path::PathBuf)> {
+) -> Vec<(u32, String)> {
     let found = match follower.scan(|pid| tracer.attached().any(|a| a.pid == pid)) {
         Ok(found) => found,
         Err(e) => {
@@ -460,7 +475,7 @@ fn follow_scan(
         }
     };
     let mut attached = Vec::new();
-    for Found { pid, path } in found {
+    for Found { pid, matched } in found {
         let result = Target::resolve(pid)
             .and_then(|t| check_offsets(&t, args).map(|()| t))
             .map_err(TracerError::from)
@@ -468,21 +483,17 @@ fn follow_scan(
         match result {
             Ok(()) => {
                 if new {
-                    log::info!("following {}: attached new pid {pid}", path.display());
+                    log::info!("following {matched}: attached new pid {pid}");
                 }
-                attached.push((pid, path));
+                attached.push((pid, matched));
             }
             Err(TracerError::Target(TargetError::NoSuchProcess { .. })) => {
-                log::info!(
-                    "following {}: pid {pid} exited before it could be attached",
-                    path.display()
-                );
+                log::info!("following {matched}: pid {pid} exited before it could be attached");
             }
             Err(e) => {
                 *failures += 1;
                 log::warn!(
-                    "following {}: cannot attach pid {pid}: {}",
-                    path.display(),
+                    "following {matched}: cannot attach pid {pid}: {}",
                     explain(e)
                 );
             }

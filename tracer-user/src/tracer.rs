@@ -154,10 +154,12 @@ pub struct Counters {
 }
 
 pub struct Tracer {
-    ebpf: Ebpf,
+    pub(crate) ebpf: Ebpf,
     attached: HashMap<u32, Attachment>,
     /// `FLAG_*` bits given to every process attached from now on.
     flags: u32,
+    /// Socket probes are attached: attached processes get a `SOCKET_BYTES` entry (`socket`).
+    pub(crate) socket_counting: bool,
 }
 
 impl Tracer {
@@ -214,6 +216,7 @@ impl Tracer {
             ebpf,
             attached: HashMap::new(),
             flags: 0,
+            socket_counting: false,
         })
     }
 
@@ -261,6 +264,7 @@ impl Tracer {
                 Err(e) => {
                     self.unlink(&mut links);
                     let _ = self.set_process(pid, None);
+                    let _ = self.socket_track(pid, false);
                     return Err(e);
                 }
             }
@@ -283,6 +287,9 @@ impl Tracer {
             .remove(&pid)
             .ok_or(TracerError::NotAttached(pid))?;
         self.unlink(&mut a.links);
+        if let Err(e) = self.socket_track(pid, false) {
+            log::debug!("pid {pid}: removing its socket counters: {e}");
+        }
         self.set_process(pid, None)
     }
 
@@ -508,12 +515,17 @@ mod tests {
         }
         let obj = aya_obj::Object::parse(crate::EBPF_OBJECT).expect("parse the eBPF object");
         let in_object: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
-        let in_table: BTreeSet<&str> = PROBES.iter().map(|p| p.program).collect();
+        let in_table: BTreeSet<&str> = PROBES
+            .iter()
+            .map(|p| p.program)
+            .chain(tracer_common::socket::PROGRAMS)
+            .collect();
         assert_eq!(in_object, in_table);
         for map in [
             tracer_common::maps::EVENTS,
             tracer_common::maps::PROCESSES,
             tracer_common::maps::COUNTERS,
+            tracer_common::maps::SOCKET_BYTES,
         ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }

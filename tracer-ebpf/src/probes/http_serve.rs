@@ -16,7 +16,8 @@ use tracer_common::{
 use crate::{
     goabi, gomap,
     gostr::{field_u64, read_string},
-    maps, probes,
+    maps,
+    probes::{self, socket},
     rules::{self, Verdict},
 };
 
@@ -62,6 +63,7 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
         }
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
+        (*ev).tcp = socket::snapshot(hit.hdr.tgid);
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(req, off.request_host, &mut (*ev).host);
         read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
@@ -94,6 +96,7 @@ fn try_http_serve_end(ctx: &ProbeContext) -> Option<()> {
         (*ev).request = req;
         (*ev).status = field_u64(w, off.response_status) as i64;
         (*ev).written = field_u64(w, off.response_written) as i64;
+        (*ev).tcp = socket::snapshot(hit.hdr.tgid);
         read_string(req, off.request_pattern, &mut (*ev).pattern);
     }
     entry.submit(maps::submit_flags());

@@ -3,6 +3,7 @@
 pub mod http_client;
 pub mod http_serve;
 pub mod kraken;
+pub mod socket;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
