@@ -23,6 +23,7 @@ pub fn run(target: &str) -> Result<(), InspectError> {
     };
     let binary = Binary::open(&path)?;
     println!("executable: {}", binary.path().display());
+    println!("architecture: {}", binary.arch());
     println!(
         "go version: {}",
         binary

@@ -87,6 +87,11 @@ pub enum TracerError {
     },
     #[error("pid {0} is not attached")]
     NotAttached(u32),
+    #[error(
+        "pid {pid} runs an {binary} binary; this tracer is built for {}",
+        std::env::consts::ARCH
+    )]
+    ArchMismatch { pid: u32, binary: symbols::Arch },
 }
 
 /// Where one probe was placed in one process, and why (printed at attach time).
@@ -232,12 +237,22 @@ impl Tracer {
     /// Registers a resolved target with the kernel programs and attaches every probe to it.
     pub fn attach(&mut self, target: Target) -> Result<&Attachment, TracerError> {
         let pid = target.pid;
+        if symbols::Arch::HOST != Some(target.binary.arch()) {
+            return Err(TracerError::ArchMismatch {
+                pid,
+                binary: target.binary.arch(),
+            });
+        }
         let (placed, skipped) =
             place_all(&target.binary).map_err(|source| TracerError::Symbol { pid, source })?;
         for s in &skipped {
             log::warn!("pid {pid}: {s}");
         }
         self.set_process(pid, Some(target.process_config()))?;
+        if let Err(e) = self.socket_track(pid, true) {
+            let _ = self.set_process(pid, None);
+            return Err(e);
+        }
         let mut links = Vec::new();
         let scope = UProbeScope::OneProcess(
             NonZeroU32::new(pid).ok_or(TargetError::NoSuchProcess { pid })?,

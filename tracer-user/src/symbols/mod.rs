@@ -6,15 +6,18 @@
 //!   keep ([`gopclntab`]).
 //! * [`buildinfo`] reads the Go version and the module list the toolchain embeds.
 //! * [`sites`] chooses the instruction to put a function's entry probe on (one the kernel can
-//!   emulate instead of single-stepping) and lists a function's RET instructions.
+//!   emulate instead of single-stepping) and lists a function's RET instructions; arm64 code
+//!   (by the ELF's e_machine) is decoded by [`a64`] and placed by `sites_arm64`.
 //!
 //! Everything here reads bytes from an untrusted file: no panics on malformed input, only
 //! [`SymbolError`]s (or "not found").
 
+pub mod a64;
 pub mod buildinfo;
 mod elf;
 pub mod gopclntab;
 pub mod sites;
+mod sites_arm64;
 
 use std::{
     collections::HashMap,
@@ -68,6 +71,17 @@ impl SymbolError {
 pub enum Arch {
     X86_64,
     Aarch64,
+}
+
+impl Arch {
+    /// The architecture this tracer is built for (uprobes only work on the kernel's own).
+    pub const HOST: Option<Arch> = if cfg!(target_arch = "x86_64") {
+        Some(Arch::X86_64)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(Arch::Aarch64)
+    } else {
+        None
+    };
 }
 
 impl fmt::Display for Arch {
@@ -519,13 +533,23 @@ pub(crate) mod testutil {
 
     /// Builds `tests/fixtures/httpserver` into `target/fixtures/<out_name>` unless it is there.
     fn build(out_name: &str, ldflags: &str, toolchain: Option<&str>) -> Result<PathBuf, String> {
+        build_for(out_name, ldflags, toolchain, None)
+    }
+
+    /// [`build`] for another GOARCH (e.g. "arm64"; `cargo xtask fixtures` builds the same).
+    fn build_for(
+        out_name: &str,
+        ldflags: &str,
+        toolchain: Option<&str>,
+        goarch: Option<&str>,
+    ) -> Result<PathBuf, String> {
         let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let root = workspace_root();
         let out = root.join("target/fixtures").join(out_name);
         if out.exists() {
             return Ok(out);
         }
-        std::fs::create_dir_all(root.join("target/fixtures")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(out.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
         let tmp = out.with_extension("tmp");
         let mut cmd = Command::new("go");
         cmd.current_dir(root.join("tests/fixtures/httpserver"))
@@ -536,6 +560,9 @@ pub(crate) mod testutil {
             .arg(".");
         if let Some(t) = toolchain {
             cmd.env("GOTOOLCHAIN", t);
+        }
+        if let Some(a) = goarch {
+            cmd.env("GOARCH", a);
         }
         let status = cmd.status().map_err(|e| format!("running go: {e}"))?;
         if !status.success() {
@@ -552,6 +579,19 @@ pub(crate) mod testutil {
             let normal = build("httpserver", "", None).unwrap_or_else(|e| panic!("{e}"));
             let stripped =
                 build("httpserver-stripped", "-s -w", None).unwrap_or_else(|e| panic!("{e}"));
+            (normal, stripped)
+        })
+    }
+
+    /// The arm64 builds (normal, stripped) of the fixture: `target/fixtures/arm64/httpserver`.
+    pub fn httpserver_arm64() -> &'static (PathBuf, PathBuf) {
+        static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+        PATHS.get_or_init(|| {
+            let arm = Some("arm64");
+            let normal =
+                build_for("arm64/httpserver", "", None, arm).unwrap_or_else(|e| panic!("{e}"));
+            let stripped = build_for("arm64/httpserver-stripped", "-s -w", None, arm)
+                .unwrap_or_else(|e| panic!("{e}"));
             (normal, stripped)
         })
     }
