@@ -124,7 +124,8 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     };
     let st = unsafe { &mut *st };
     let r = st.rule as usize;
-    if r >= (rules.count as usize).min(MAX_KERNEL_RULES) {
+    // Unclamped, so `get(r)` below keeps its constant bound (see `glob_step`).
+    if r >= rules.count as usize {
         return 1;
     }
     let Some(rule) = rules.rules.get(r) else {
@@ -166,7 +167,10 @@ fn next_rule(st: &mut MatchState) {
 /// Advances the match of `rule` by one byte: `Some(matched)` when it is decided.
 #[inline(always)]
 fn glob_step(st: &mut MatchState, rule: &KernelRule) -> Option<bool> {
-    let plen = (rule.len as usize).min(PATTERN_LEN);
+    // Not clamped to PATTERN_LEN: a clamp lets LLVM drop the constant bounds checks of
+    // `pattern.get(i)`, leaving only `i < plen`, a register-register bound that verifiers
+    // before ~6.7 don't use ("unbounded memory access" on Debian's 6.1).
+    let plen = rule.len as usize;
     let (i, j) = (st.i as usize, st.j as usize);
     let tlen = st.tlen as usize;
     let t = if j < tlen {
