@@ -24,7 +24,8 @@ pub fn apt_packages(check: bool) -> Result<()> {
     apt_install("apt packages", &missing, check)
 }
 
-/// Builds every fixture under tests/fixtures (each a Go main package) twice: normal and stripped.
+/// Builds every fixture under tests/fixtures (each a Go main package) twice: normal and stripped
+/// (returned), and the httpserver fixture for arm64 into target/fixtures/arm64 (not returned).
 pub fn build_all() -> Result<Vec<PathBuf>> {
     let src = root().join("tests/fixtures");
     let out = root().join("target/fixtures");
@@ -53,5 +54,7 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
             built.push(bin);
         }
     }
+    // Built for the arm64 unit tests and qemu runs; not listed (callers run the host's).
+    crate::cross::fixtures()?;
     Ok(built)
 }

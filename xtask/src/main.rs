@@ -2,11 +2,14 @@
 
 mod bench;
 mod cache;
+mod cross;
 mod demo;
+mod deploy;
 mod fixtures;
 mod fuzz;
 mod jaeger;
 mod kraken;
+mod qemu;
 mod setup;
 mod soak;
 mod test;
@@ -42,8 +45,14 @@ enum Cmd {
     /// re-creation of its probe set, probe cost table, real Kraken; JSON + PNG + BENCHMARKS.md
     /// in target/bench/ (root; `--quick` for a ~30 s smoke run, `--publish` to copy the report).
     Bench(bench::Options),
+    /// Cross-build for arm64: target/aarch64-unknown-linux-gnu/release/kraken-tracer and the Go
+    /// fixture target/fixtures/arm64/httpserver (and -stripped); prints their paths.
+    Cross,
     /// Fuzz every parser of untrusted bytes (installs cargo-fuzz if missing; N s per target).
     Fuzz(fuzz::Options),
+    /// Run the tracer on a Debian kernel in qemu (x86_64 with kprobes, or aarch64 under
+    /// emulation) against the Go fixture, and print what the guest reported.
+    Qemu(qemu::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Soak(o) => soak::main(&o),
         Cmd::Bench(o) => bench::main(&o),
         Cmd::Fuzz(o) => fuzz::main(&o),
+        Cmd::Cross => cross::main(),
+        Cmd::Qemu(o) => qemu::main(&o),
     }
 }
 

@@ -39,6 +39,9 @@ pub fn main(opts: &Options) -> Result<()> {
     crate::kraken::install(opts.check)?;
     crate::fixtures::apt_packages(opts.check)?;
     bench_packages(opts.check)?;
+    crate::cross::setup(opts.check)?;
+    crate::deploy::install(opts.check)?;
+    crate::qemu::install(opts.check)?;
     step("setup complete");
     Ok(())
 }

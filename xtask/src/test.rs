@@ -49,6 +49,7 @@ pub fn main(opts: &Options) -> Result<()> {
     }
     step("build: kraken-tracer (with the real eBPF object)");
     run(cargo().args(["build", "--locked", "-p", "tracer-user"]))?;
+    crate::qemu::prepare()?;
     let bin = root().join("target/debug/kraken-tracer");
     let mut tally = Tally::default();
     step("test: unit tests");
