@@ -50,8 +50,12 @@ pub fn request(
         let _ = write!(req, "{k}: {v}\r\n");
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .and_then(|()| s.write_all(body))
+    // Head and body in one write: a server that answers without reading a small body and
+    // closes (Connection: close) would otherwise reset a connection whose body is still in
+    // flight, and the response would be lost.
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)
         .with_context(|| format!("{}: sending", what()))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
