@@ -956,6 +956,7 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
         host: gostr::<ADDR_LEN>("origin:15002"),
         remote_addr: gostr::<ADDR_LEN>("10.0.0.7:51234"),
         traceparent: gostr::<TRACEPARENT_LEN>(tp),
+        ids: tracer_common::event::SpanIds::default(),
     };
     let mut out = vec![
         (
@@ -998,6 +999,8 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
             scheme: gostr::<SCHEME_LEN>("http"),
             host: gostr::<ADDR_LEN>("origin:15002"),
             path: gostr::<PATH_LEN>(&format!("/blobs/sha256:{DIGEST}")),
+            traceparent: gostr::<TRACEPARENT_LEN>(""),
+            ids: tracer_common::event::SpanIds::default(),
         }),
     ));
     out.push((

@@ -22,7 +22,7 @@ use tracer_common::probe::ProbeId;
 
 use crate::{
     clock::{Clock, to_wall},
-    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KernelIds, KrakenEvent},
     sample::Sampler,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
     traceparent::TraceParent,
@@ -367,6 +367,35 @@ impl Cx<'_> {
         }
     }
 
+    /// The span id the kernel gave (it may have sent it on in a `traceparent`), else a new one.
+    fn span_id_of(&mut self, k: Option<&KernelIds>) -> [u8; 8] {
+        k.map_or_else(|| self.ids.span_id(), |k| k.span_id)
+    }
+
+    /// A new trace with the kernel's ids when it gave some (its trace id may be on the wire
+    /// already); the sampling decision is the same function of the trace id on both sides.
+    fn root_k(&mut self, k: Option<&KernelIds>, path: Option<&str>, client: bool) -> Ctx {
+        let Some(k) = k else {
+            return self.root(path, client);
+        };
+        Ctx {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            sampled: self.sampler.keep_root(path, client, &k.trace_id),
+            offset_ns: self.offset_ns,
+        }
+    }
+
+    /// The kernel's own view: its trace id, span id and sampling flag (a parent it knew).
+    fn kernel_ctx(&mut self, k: &KernelIds) -> Ctx {
+        Ctx {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            sampled: k.sampled,
+            offset_ns: self.offset_ns,
+        }
+    }
+
     fn insert(&mut self, map: &mut HashMap<u64, Open>, goid: u64, open: Open) {
         if map.len() >= self.limits.max_open && !map.contains_key(&goid) {
             // Full: drop the oldest open span (its end is the likeliest to have been lost).
@@ -443,10 +472,18 @@ fn server_start(
     let (remote, remote_digest) = remote.map_or((None, None), |(c, d)| (Some(c), d));
     // Parent: a client span of another process this tracer saw send the request, else the
     // caller named by the request's traceparent, else none (a new trace).
+    let k = e.ids.as_ref();
     let (ctx, parent) = match (remote, TraceParent::parse(e.traceparent.text.as_bytes())) {
-        (Some(client), _) => (cx.child(&client), Some(client.span_id)),
-        (None, Some(tp)) => (cx.remote_child(&tp), Some(tp.parent_id)),
-        (None, None) => (cx.root(Some(e.path()), false), None),
+        (Some(client), _) => {
+            let span_id = cx.span_id_of(k);
+            (Ctx { span_id, ..client }, Some(client.span_id))
+        }
+        (None, Some(tp)) => {
+            let mut c = cx.remote_child(&tp);
+            c.span_id = cx.span_id_of(k);
+            (c, Some(tp.parent_id))
+        }
+        (None, None) => (cx.root_k(k, Some(e.path()), false), None),
     };
     let mut digest = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
@@ -629,12 +666,26 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     let orphan_announce = parent.is_none()
         && p.profile == Profile::Kraken
         && crate::kraken::is_announce(&e.path.text);
-    let (mut ctx, parent_id) = match parent {
-        Some(pc) => (cx.child(&pc), Some(pc.span_id)),
-        None => (cx.root(Some(&e.path.text), true), None),
+    let k = e.ids.as_ref();
+    let (mut ctx, parent_id) = match (k, parent) {
+        // The application sent its own traceparent: the callee continues that trace, so does
+        // this span.
+        (Some(k), _) if k.remote_parent && k.parent_span_id.is_some() => {
+            (cx.kernel_ctx(k), k.parent_span_id)
+        }
+        (_, Some(pc)) => {
+            let span_id = cx.span_id_of(k);
+            (Ctx { span_id, ..pc }, Some(pc.span_id))
+        }
+        // A parent the kernel knew but this correlator did not (e.g. its start was lost).
+        (Some(k), None) if k.parent_span_id.is_some() => (cx.kernel_ctx(k), k.parent_span_id),
+        (k, None) => (cx.root_k(k, Some(&e.path.text), true), None),
     };
+    let mut parent_id = parent_id;
     if orphan_announce {
-        // Periodic re-announces of finished torrents: noise, not a root trace per 3 s.
+        // Periodic re-announces of finished torrents: noise, not a root trace per 3 s (the
+        // kernel sent them on unsampled too; the parent it made up for them is no span).
+        parent_id = None;
         ctx.sampled = false;
         cx.stats.kraken_announces_unlinked += 1;
     }
@@ -924,6 +975,7 @@ mod tests {
             host: cap("127.0.0.1:8080"),
             remote_addr: cap("127.0.0.1:5555"),
             traceparent: cap(""),
+            ids: None,
         })
     }
 
@@ -946,6 +998,8 @@ mod tests {
             scheme: cap("http"),
             host: cap("origin:15002"),
             path: cap("/x"),
+            traceparent: cap(""),
+            ids: None,
         })
     }
 

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     clock::Clock,
-    config::AttachArgs,
+    config::{AttachArgs, Propagation},
     correlate::{Correlator, Limits, Profile},
     export,
     features::Features,
@@ -77,6 +77,7 @@ fn kernel_snapshot(c: &crate::tracer::Counters) -> KernelSnapshot {
         filtered_server: c.filtered_server,
         filtered_client: c.filtered_client,
         filtered_ends: c.filtered_ends,
+        propagation: c.propagation.clone(),
     }
 }
 
@@ -150,6 +151,16 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     .map_err(explain)?;
     tracer.set_rules(&kernel_rules)?;
     tracer.set_capture_query(args.capture_query);
+    match args.propagation {
+        Propagation::Off => log::info!("propagation: off (--propagation off)"),
+        Propagation::On => match tracer.enable_propagation() {
+            Ok(()) => log::info!(
+                "propagation: sk_msg (traceparent inserted into outgoing HTTP/1 requests)"
+            ),
+            // Not fatal: every node still gets its own correct local traces.
+            Err(e) => log::warn!("propagation: off ({})", error_chain(&e)),
+        },
+    }
     log::info!(
         "sampling: {:.1} % by default; path rules (first match wins): {}; {} of them dropped in the kernel",
         args.sample_ratio * 100.0,
@@ -370,7 +381,8 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     let c = tracer.counters()?;
     log::info!(
         "events read {} (undecodable {}); spans {} (unmatched ends {}, expired {}, {} continued from a traceparent); \
-         kernel: probe hits {}, ring buffer full {}, dropped by path rules {} server + {} client requests",
+         kernel: probe hits {}, ring buffer full {}, dropped by path rules {} server + {} client requests; \
+         traceparent inserted {} (kept the application's {}, no context waiting {})",
         stats.records,
         stats.decode_errors,
         cstats.spans,
@@ -381,6 +393,9 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         c.ringbuf_full,
         c.filtered_server,
         c.filtered_client,
+        c.propagation.injected,
+        c.propagation.had_header,
+        c.propagation.no_pending,
     );
     Ok(())
 }
@@ -534,4 +549,16 @@ fn describe_rules(rules: &PathRules) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// An error and its sources, joined ("a: b: c").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
