@@ -513,7 +513,8 @@ fn explain(e: TracerError) -> SessionError {
     match e {
         TracerError::NotPermitted => SessionError::Privileges(
             "permission denied creating BPF maps: loading the eBPF programs needs CAP_BPF and \
-             CAP_PERFMON, or CAP_SYS_ADMIN (see docs/capabilities.md)"
+             CAP_PERFMON, or CAP_SYS_ADMIN (with CAP_BPF instead of CAP_SYS_ADMIN, also \
+             CAP_NET_ADMIN: the propagation sockhash; see docs/capabilities.md)"
                 .to_owned(),
         ),
         TracerError::Attach {

@@ -44,7 +44,7 @@ pub enum TracerError {
     )]
     NoObject,
     #[error(
-        "permission denied creating BPF maps: run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        "permission denied creating BPF maps: run as root or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
     )]
     NotPermitted,
     #[error("cannot load the eBPF object: {0}")]
