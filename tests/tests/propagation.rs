@@ -30,6 +30,13 @@ struct Nodes {
 }
 
 fn nodes(jaeger: &Jaeger, extra: &[&str]) -> Nodes {
+    let mut n = nodes_untraced();
+    n.trace(jaeger, extra);
+    n
+}
+
+/// The two nodes, not traced yet.
+fn nodes_untraced() -> Nodes {
     let bin = fixture("httpserver", false);
     let net = Net::new(&["a", "b"]).expect("network namespaces");
     let a_addr = net.node("a").addr;
@@ -47,20 +54,8 @@ fn nodes(jaeger: &Jaeger, extra: &[&str]) -> Nodes {
     )
     .expect("fixture on node b");
     let b_nginx = net.nginx("b", B_PORT, &sock).expect("nginx on node b");
-    let tracer = |pid: u32, service: &str| {
-        let mut args = vec![
-            "--otlp-endpoint",
-            &jaeger.otlp_grpc,
-            "--service-name",
-            service,
-            "--no-default-rules",
-        ];
-        args.extend_from_slice(extra);
-        TracerProcess::start(&[pid], &args).expect("tracer")
-    };
-    let tracers = vec![tracer(a.pid, "node-a"), tracer(b.pid, "node-b")];
     Nodes {
-        tracers,
+        tracers: Vec::new(),
         a,
         _b: b,
         b_nginx,
@@ -69,6 +64,22 @@ fn nodes(jaeger: &Jaeger, extra: &[&str]) -> Nodes {
 }
 
 impl Nodes {
+    /// Starts one tracer per node.
+    fn trace(&mut self, jaeger: &Jaeger, extra: &[&str]) {
+        let tracer = |pid: u32, service: &str| {
+            let mut args = vec![
+                "--otlp-endpoint",
+                &jaeger.otlp_grpc,
+                "--service-name",
+                service,
+                "--no-default-rules",
+            ];
+            args.extend_from_slice(extra);
+            TracerProcess::start(&[pid], &args).expect("tracer")
+        };
+        self.tracers = vec![tracer(self.a.pid, "node-a"), tracer(self._b.pid, "node-b")];
+    }
+
     /// A's /relay to `path` on B (through B's nginx), with extra query parameters.
     fn relay(&self, path: &str, query: &str) -> Response {
         let b = self.b_nginx.addr;
@@ -353,5 +364,33 @@ fn propagation_off_leaves_requests_alone_and_gives_local_traces() {
     assert!(
         b_server[0].parent_span_id.is_none(),
         "B's span is its own root"
+    );
+}
+
+#[test]
+fn a_connection_opened_before_the_tracer_attached_is_adopted() {
+    let jaeger = Jaeger::start().expect("start Jaeger");
+    let mut n = nodes_untraced();
+    // A opens its keep-alive connection to B's nginx, untraced, and keeps it idle.
+    let r = n.relay("/headers", "");
+    assert_eq!(echoed_traceparents(&r.body), vec![String::new()]);
+    n.trace(&jaeger, &["--sample-ratio", "1"]);
+    n.tracers[0]
+        .wait_log(
+            "1 TCP connection(s) it opened before the tracer attached",
+            WAIT,
+        )
+        .expect("the idle connection was adopted");
+    // Same connection (no reset): the header is inserted now.
+    let r = n.relay("/headers", "");
+    let tps = echoed_traceparents(&r.body);
+    assert_eq!(tps.len(), 1);
+    let (trace_id, client_span, _) = parts(&tps[0]);
+    let t = wait_trace(&jaeger, &trace_id, 3);
+    let b_server = by_service(&t, "node-b", "SPAN_KIND_SERVER");
+    assert_eq!(b_server.len(), 1, "{t:#?}");
+    assert_eq!(
+        b_server[0].parent_span_id.as_deref(),
+        Some(client_span.as_str())
     );
 }

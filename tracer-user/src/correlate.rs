@@ -1036,6 +1036,121 @@ mod tests {
         out
     }
 
+    fn with_ids(mut ev: Event, ids: KernelIds, tp: &str) -> Event {
+        match &mut ev {
+            Event::HttpServe(e) => {
+                e.ids = Some(ids);
+                e.traceparent = cap(tp);
+            }
+            Event::HttpClient(e) => {
+                e.ids = Some(ids);
+                e.traceparent = cap(tp);
+            }
+            _ => {}
+        }
+        ev
+    }
+
+    fn kids(trace: u8, span: u8, parent: Option<u8>, remote: bool) -> KernelIds {
+        KernelIds {
+            trace_id: [trace; 16],
+            span_id: [span; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            remote_parent: remote,
+            sampled: true,
+            pending: !remote,
+        }
+    }
+
+    #[test]
+    fn spans_take_the_ids_the_kernel_gave_and_sent() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), kids(0x11, 0x22, None, false), ""),
+                with_ids(client(5, 0, 110), kids(0x11, 0x33, Some(0x22), false), ""),
+                client_end(5, 120, 200, false),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        let (cl, sv) = (&spans[0], &spans[1]);
+        assert_eq!((sv.trace_id, sv.span_id), ([0x11; 16], [0x22; 8]));
+        assert_eq!(sv.parent_span_id, None);
+        // The id on the wire (the callee's parent) is the client span's own.
+        assert_eq!((cl.trace_id, cl.span_id), ([0x11; 16], [0x33; 8]));
+        assert_eq!(cl.parent_span_id, Some([0x22; 8]));
+    }
+
+    #[test]
+    fn remote_parent_from_traceparent_keeps_the_kernel_span_id() {
+        let mut c = correlator(0.0, Limits::default());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut k = kids(0xaa, 0x44, Some(0xb7), true);
+        k.trace_id = [
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c,
+        ];
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), k, tp),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].trace_id, k.trace_id);
+        assert_eq!(spans[0].span_id, [0x44; 8]);
+        assert_eq!(
+            spans[0].parent_span_id,
+            Some([0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31])
+        );
+        assert!(
+            spans[0].sampled,
+            "the caller's flag, not the local 0 % ratio"
+        );
+    }
+
+    #[test]
+    fn a_client_with_its_own_traceparent_joins_that_trace() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), kids(0x11, 0x22, None, false), ""),
+                // The application set its own header: the kernel registered nothing and
+                // reports the header's trace; the callee will continue that one.
+                with_ids(
+                    client(5, 0, 110),
+                    kids(0x77, 0x33, Some(0x88), true),
+                    "00-...",
+                ),
+                client_end(5, 120, 200, false),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        let cl = &spans[0];
+        assert_eq!(cl.trace_id, [0x77; 16]);
+        assert_eq!(cl.parent_span_id, Some([0x88; 8]));
+    }
+
+    #[test]
+    fn a_parent_only_the_kernel_knew_is_used() {
+        // The server start event was lost (e.g. ring buffer full): the kernel still linked the
+        // client to it.
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(client(5, 0, 110), kids(0x11, 0x33, Some(0x22), false), ""),
+                client_end(5, 120, 200, false),
+            ],
+        );
+        assert_eq!(spans[0].trace_id, [0x11; 16]);
+        assert_eq!(spans[0].parent_span_id, Some([0x22; 8]));
+    }
+
     #[test]
     fn server_span_with_route_status_and_times() {
         let mut c = correlator(1.0, Limits::default());

@@ -23,6 +23,7 @@ pub mod reader;
 pub mod rules;
 pub mod sample;
 pub mod session;
+pub mod sockets;
 pub mod span;
 pub mod symbols;
 pub mod target;

@@ -89,6 +89,8 @@ pub enum TracerError {
     },
     #[error("pid {0} is not attached")]
     NotAttached(u32),
+    #[error(transparent)]
+    Sockets(#[from] crate::sockets::SocketsError),
     #[error("no cgroup2 file system in /proc/mounts (sock_ops programs attach to one)")]
     NoCgroup2,
     #[error("cannot open the cgroup2 root {path}: {source}")]
@@ -267,6 +269,18 @@ impl Tracer {
             log::warn!("pid {pid}: {s}");
         }
         self.set_process(pid, Some(target.process_config()))?;
+        if self.flags & FLAG_PROPAGATE != 0 {
+            match self.adopt_connections(pid) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "pid {pid}: {n} TCP connection(s) it opened before the tracer attached now get traceparent too"
+                ),
+                // Not fatal: propagation starts with the connections it opens from now on.
+                Err(e) => log::warn!(
+                    "pid {pid}: its existing connections get no traceparent (new ones do): {e}"
+                ),
+            }
+        }
         let mut links = Vec::new();
         let scope = UProbeScope::OneProcess(
             NonZeroU32::new(pid).ok_or(TargetError::NoSuchProcess { pid })?,
@@ -468,6 +482,39 @@ impl Tracer {
         sk_msg.attach(&map_fd).map_err(verifier(SK_MSG_PROGRAM))?;
         self.flags |= FLAG_PROPAGATE;
         Ok(())
+    }
+
+    /// Puts the established outgoing TCP connections `pid` opened before now (Go keeps idle
+    /// keep-alive connections) into the propagation sockhash; returns how many.
+    pub fn adopt_connections(&mut self, pid: u32) -> Result<usize, TracerError> {
+        let conns = crate::sockets::outgoing(pid)?;
+        if conns.is_empty() {
+            return Ok(0);
+        }
+        let pidfd = crate::sockets::Pidfd::open(pid)?;
+        let map = self
+            .ebpf
+            .map_mut(SOCKETS)
+            .ok_or(TracerError::MissingMap(SOCKETS))?;
+        let mut hash = SockHash::<_, u64>::try_from(map).map_err(|source| TracerError::Map {
+            map: SOCKETS,
+            source,
+        })?;
+        let mut n = 0;
+        use std::os::fd::AsRawFd as _;
+        for c in conns {
+            // Closed meanwhile, or not a TCP socket the sockhash takes: skipped.
+            let Some(fd) = pidfd.get(c.fd) else {
+                continue;
+            };
+            let Some(cookie) = crate::sockets::cookie(&fd) else {
+                continue;
+            };
+            if hash.insert(cookie, fd.as_raw_fd(), 0).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Installs the path rules the kernel applies (requests they drop write no event).
