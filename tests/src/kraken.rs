@@ -250,6 +250,8 @@ pub struct Cluster {
     procs: Vec<Proc>,
     testfs_dir: Option<PathBuf>,
     started_in: Duration,
+    /// With [`Cluster::start_on_nodes`]: the simulated nodes (dropped after the processes).
+    net: Option<crate::netns::Net>,
     _lock: ClusterLock,
 }
 
@@ -257,6 +259,27 @@ impl Cluster {
     /// Starts the whole cluster and waits until every component answers its health and
     /// readiness checks. Fails with the tails of the component logs otherwise.
     pub fn start() -> Result<Cluster> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with the components on three simulated nodes (network
+    /// namespaces, `crate::netns`): `agent` (the agent), `tracker` (the tracker) and `origin`
+    /// (origin, testfs, build-index, proxy), each on its own address; the configs name the
+    /// other nodes by address. Each node's processes can then be traced by its own tracer.
+    pub fn start_on_nodes() -> Result<Cluster> {
+        Self::start_with(true)
+    }
+
+    /// The simulated node a component runs on (`start_on_nodes`).
+    pub fn node_of(c: Component) -> &'static str {
+        match c {
+            Component::Agent => "agent",
+            Component::Tracker => "tracker",
+            _ => "origin",
+        }
+    }
+
+    fn start_with(on_nodes: bool) -> Result<Cluster> {
         let install = install_dir();
         for c in Component::ALL {
             if !c.bin().is_file() {
@@ -275,7 +298,14 @@ impl Cluster {
         for s in SOCKETS {
             let _ = fs::remove_file(s);
         }
-        check_ports_free()?;
+        if !on_nodes {
+            check_ports_free()?;
+        }
+        let net = if on_nodes {
+            Some(crate::netns::Net::new(&["agent", "tracker", "origin"])?)
+        } else {
+            None
+        };
 
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let dir = env::temp_dir().join(format!(
@@ -290,6 +320,7 @@ impl Cluster {
             procs: Vec::new(),
             testfs_dir: None,
             started_in: Duration::ZERO,
+            net,
             _lock: lock,
         };
         cluster.write_state()?;
@@ -322,6 +353,16 @@ impl Cluster {
                 .replace("@BASE@", &install.join("config").to_string_lossy())
                 .replace("@STATE@", &self.dir.to_string_lossy())
                 .replace("@HOSTNAME@", hostname);
+            // On nodes: every "localhost:<port>" names the node that serves that port.
+            let text = match &self.net {
+                Some(_) => ports::ALL.iter().fold(text, |t, p| {
+                    t.replace(
+                        &format!("localhost:{p}"),
+                        &format!("{}:{p}", self.host(component_of_port(*p))),
+                    )
+                }),
+                None => text,
+            };
             let path = self.dir.join(format!("{}.yaml", c.name()));
             fs::write(&path, text)?;
             Some(path)
@@ -329,8 +370,21 @@ impl Cluster {
         let log = self.dir.join(format!("{}.log", c.name()));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(c.bin())
-            .args(c.args(config.as_deref().unwrap_or(Path::new(""))))
+        let mut args = c.args(config.as_deref().unwrap_or(Path::new("")));
+        let mut cmd = match &self.net {
+            Some(net) => {
+                let host = self.host(c).to_string();
+                for a in &mut args {
+                    *a = a
+                        .replace("=localhost", &format!("={host}"))
+                        .replace("=127.0.0.1", &format!("={host}"));
+                }
+                net.command(Self::node_of(c), &c.bin())
+            }
+            None => Command::new(c.bin()),
+        };
+        let child = cmd
+            .args(args)
             .current_dir(&cdir)
             .stdin(Stdio::null())
             .stdout(out)
@@ -366,7 +420,13 @@ impl Cluster {
                 let checks = c.ready_checks();
                 while *step < checks.len() {
                     let (port, path) = checks[*step];
-                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                    // The agent's registry nginx only serves its own host (docker pull from
+                    // localhost): from another node it answers 403 by design.
+                    if self.net.is_some() && port == ports::AGENT_REGISTRY {
+                        *step += 1;
+                        continue;
+                    }
+                    let addr = SocketAddr::from((self.host(*c), port));
                     match request(addr, "GET", path, &[], &[], Duration::from_secs(5)) {
                         Ok(r) if r.status == 200 => *step += 1,
                         _ => break,
@@ -475,9 +535,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// `127.0.0.1:<port>` of the component's main HTTP port ([`Component::port`]).
+    /// `127.0.0.1:<port>` of the component's main HTTP port ([`Component::port`]), or its
+    /// node's address with [`Cluster::start_on_nodes`].
     pub fn addr(&self, c: Component) -> SocketAddr {
-        c.addr()
+        SocketAddr::from((self.host(c), c.port()))
+    }
+
+    /// The address the component is reached at: its node's, or 127.0.0.1.
+    pub fn host(&self, c: Component) -> std::net::Ipv4Addr {
+        match &self.net {
+            Some(net) => net.node(Self::node_of(c)).addr,
+            None => std::net::Ipv4Addr::LOCALHOST,
+        }
     }
 
     /// The component's stdout and stderr (Kraken logs to stdout).
@@ -552,7 +621,7 @@ impl Cluster {
         let hex = sha256_hex(blob);
         let target = format!("/files/blobs/{hex}");
         let r = request(
-            Component::Testfs.addr(),
+            self.addr(Component::Testfs),
             "POST",
             &target,
             &[("Content-Type", "application/octet-stream")],
@@ -588,7 +657,7 @@ impl Cluster {
     fn get_polling(&self, c: Component, target: &str) -> Result<Vec<u8>> {
         let deadline = Instant::now() + DOWNLOAD_TIMEOUT;
         loop {
-            let r = request(c.addr(), "GET", target, &[], &[], DOWNLOAD_TIMEOUT)?;
+            let r = request(self.addr(c), "GET", target, &[], &[], DOWNLOAD_TIMEOUT)?;
             match r.status {
                 200 => return Ok(r.body),
                 202 if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
@@ -613,7 +682,7 @@ impl Cluster {
             "/namespace/{}/blobs/sha256:{hex}/uploads",
             percent_encode(namespace)
         );
-        let addr = Component::Origin.addr();
+        let addr = self.addr(Component::Origin);
         let timeout = Duration::from_secs(60);
         let start = format!("{base}?size={}", blob.len());
         let r = request(addr, "POST", &start, &[], &[], timeout)?;
@@ -838,6 +907,18 @@ fn kill_leftovers() {
         }
     }
     let _ = fs::remove_file(STATE_FILE);
+}
+
+/// The component that serves a devcluster port.
+fn component_of_port(p: u16) -> Component {
+    match p {
+        ports::TESTFS => Component::Testfs,
+        ports::PROXY => Component::Proxy,
+        ports::ORIGIN_PEER | ports::ORIGIN => Component::Origin,
+        ports::TRACKER => Component::Tracker,
+        ports::BUILD_INDEX => Component::BuildIndex,
+        _ => Component::Agent,
+    }
 }
 
 fn check_ports_free() -> Result<()> {

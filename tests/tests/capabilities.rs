@@ -236,10 +236,17 @@ fn without_cap_dac_read_search_an_unreadable_executable_is_out_of_reach() {
 
 /// CAP_BPF + CAP_PERFMON instead of CAP_SYS_ADMIN: the programs load, but this kernel refuses
 /// the uprobes (perf_event_open: EACCES). Kernels from before the 2025 change accept them.
+/// CAP_NET_ADMIN too: without CAP_SYS_ADMIN, the propagation sockhash (a network map) needs it.
 #[test]
 fn bpf_and_perfmon_without_sys_admin_cannot_create_uprobes() {
     let target = OtherUsersProcess::start();
-    let caps = ["bpf", "perfmon", "sys_ptrace", "dac_read_search"];
+    let caps = [
+        "bpf",
+        "perfmon",
+        "net_admin",
+        "sys_ptrace",
+        "dac_read_search",
+    ];
     let out = run_expecting_exit(&mut tracer_with(&caps, target.fx.pid));
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains(&format!("attached pid {} ", target.fx.pid)) {

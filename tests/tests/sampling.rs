@@ -287,8 +287,9 @@ fn errors_and_slow_requests_are_kept_despite_sampling() {
     let s = wait_metrics(m, "all spans", |s| {
         get(s, "kraken_tracer_spans_created_total") == 10 * 3 + 10 + 30 + 3
     });
-    // The /call trace: the fixture's own server span for /status/502 is a root of its own
-    // trace in the same process (one process can't link to itself by path), so 30 error spans.
+    // 30 error spans from the /call requests: the server span, its failing client call, and
+    // the fixture's own server span for /status/502 (same process: linked by the traceparent
+    // the tracer inserted into the call, propagation being on by default).
     assert_eq!(
         get(&s, "kraken_tracer_spans_kept_total{reason=\"error\"}"),
         40
@@ -312,7 +313,11 @@ fn errors_and_slow_requests_are_kept_despite_sampling() {
         .collect();
     assert_eq!(calls.len(), 10);
     for t in calls {
-        assert_eq!(t.spans.len(), 2, "server + failing client call: {t:?}");
+        assert_eq!(
+            t.spans.len(),
+            3,
+            "server + failing client call + the callee's server span: {t:?}"
+        );
         assert!(
             t.spans.iter().all(|s| s.status_code == "STATUS_CODE_ERROR"),
             "{t:?}"

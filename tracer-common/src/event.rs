@@ -15,6 +15,34 @@ pub const SCHEME_LEN: usize = 8;
 /// Bytes kept of an incoming `traceparent` header value (version 00 is 55 bytes).
 pub const TRACEPARENT_LEN: usize = 64;
 
+/// The ids the kernel gave a span (all zero when it gave none: propagation off, or an older
+/// object).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The parent's span id: the remote caller's (server, from `traceparent`), or the span of
+    /// this goroutine's (or its parent goroutine's) request (client); zero for a root.
+    pub parent_span_id: [u8; 8],
+    /// `IDS_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `SpanIds` holds ids the kernel generated.
+pub const IDS_VALID: u32 = 1;
+/// The trace is sampled (the flag the kernel sends on in `traceparent`).
+pub const IDS_SAMPLED: u32 = 2;
+/// The parent came from an incoming, valid `traceparent` (server).
+pub const IDS_REMOTE_PARENT: u32 = 4;
+/// The parent is a local span the kernel knew (client).
+pub const IDS_LOCAL_PARENT: u32 = 8;
+/// The kernel registered this context for insertion into the outgoing request (client).
+pub const IDS_PENDING: u32 = 16;
+/// The outgoing request already carried a `traceparent` (client; kept as is).
+pub const IDS_HAD_TRACEPARENT: u32 = 32;
+
 /// Common header; user space reads `probe` to know the payload type.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,6 +100,7 @@ pub struct HttpServeEvent {
     pub remote_addr: GoStr<ADDR_LEN>,
     /// The request's `Traceparent` header value (from `Request.Header`), empty when absent.
     pub traceparent: GoStr<TRACEPARENT_LEN>,
+    pub ids: SpanIds,
 }
 
 /// `ProbeId::HttpServeEnd`: the response is finished (`(*response).finishRequest`).
@@ -102,6 +131,9 @@ pub struct HttpClientEvent {
     pub scheme: GoStr<SCHEME_LEN>,
     pub host: GoStr<ADDR_LEN>,
     pub path: GoStr<PATH_LEN>,
+    /// The request's own `Traceparent` header, when the application set one.
+    pub traceparent: GoStr<TRACEPARENT_LEN>,
+    pub ids: SpanIds,
 }
 
 /// `ProbeId::HttpClientEnd`: the response headers arrived, or the round trip failed

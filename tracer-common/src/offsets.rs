@@ -54,6 +54,10 @@ pub struct ProcessConfig {
 
 /// Capture the query string of server requests (off: the kernel reads the path only).
 pub const FLAG_CAPTURE_QUERY: u32 = 1;
+/// Leave client requests' contexts for the sk_msg program (`--propagation on`).
+pub const FLAG_PROPAGATE: u32 = 2;
+/// A Kraken process: its blob downloads keep their context by blob digest, for the announces.
+pub const FLAG_KRAKEN: u32 = 4;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ProcessConfig {}

@@ -21,6 +21,18 @@ pub struct KernelRule {
     /// little-endian word: a path whose first 8 bytes differ there can't match, and the kernel
     /// skips the rule without walking it.
     pub prefix_mask: u64,
+    /// Sample rules (stage 1): a new trace matching this rule first is sampled when the low 8
+    /// bytes of its id, big-endian, are below this (`u64::MAX`: always). See [`sampled`].
+    pub threshold: u64,
+}
+
+/// The sampling decision for a new trace: the same math as `tracer-user`'s `RatioSampler`
+/// (`threshold = ratio × 2^64`, saturating; `u64::MAX` exactly when ratio >= 1).
+#[inline(always)]
+pub fn sampled(threshold: u64, trace_id: &[u8; 16]) -> bool {
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    threshold == u64::MAX || u64::from_be_bytes(low) < threshold
 }
 
 impl Default for KernelRule {
@@ -32,6 +44,7 @@ impl Default for KernelRule {
             _pad: [0; 2],
             pattern: [0; PATTERN_LEN],
             prefix_mask: 0,
+            threshold: 0,
         }
     }
 }
@@ -63,6 +76,8 @@ pub struct KernelRules {
     /// Per stage: drop when no rule of the stage matches.
     pub default_drop: [u8; 2],
     pub _pad: [u8; 2],
+    /// Sampling threshold of a new trace no sample rule matches (the default ratio).
+    pub default_threshold: u64,
     pub rules: [KernelRule; MAX_KERNEL_RULES],
 }
 

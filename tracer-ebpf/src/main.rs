@@ -12,6 +12,7 @@ mod gomap;
 mod gostr;
 mod maps;
 mod probes;
+mod propagation;
 mod rules;
 
 #[cfg(not(test))]

@@ -44,6 +44,8 @@ pub struct MatchState {
     client: u32,
     decided: [u32; 2],
     verdict: u32,
+    /// 1 + index of the first sample rule (stage 1) that matched, 0 when none did.
+    sample_rule: u32,
     /// Bit r: rule r's literal prefix matches the path's first bytes (else it can't match).
     candidates: u32,
     text: [u8; TEXT_LEN],
@@ -61,6 +63,32 @@ const VERDICT_DROP: u32 = 1;
 #[map]
 static MATCH_STATE: PerCpuArray<MatchState> = PerCpuArray::with_max_entries(1, 0);
 
+/// The sampling threshold of a new trace whose first request is this one: the first
+/// matching sample rule's (found by the last `verdict` walk on this CPU), else the default.
+#[inline(always)]
+pub fn threshold(rules: &KernelRules) -> u64 {
+    let Some(st) = MATCH_STATE.get_ptr(0) else {
+        return rules.default_threshold;
+    };
+    let idx = unsafe { (*st).sample_rule } as usize;
+    if idx == 0 {
+        return rules.default_threshold;
+    }
+    match rules.rules.get(idx - 1) {
+        Some(r) => r.threshold,
+        None => rules.default_threshold,
+    }
+}
+
+/// The default threshold, for when no rule is active (no walk ran).
+#[inline(always)]
+pub fn default_threshold() -> u64 {
+    match maps::RULES.get(0) {
+        Some(r) => r.default_threshold,
+        None => u64::MAX,
+    }
+}
+
 /// What the rules decide for this request. `client`: include rules and stage defaults don't
 /// apply (a call made inside a traced request must not vanish because its path isn't one
 /// the node serves), only explicit drops do.
@@ -72,6 +100,7 @@ pub fn verdict<const N: usize>(rules: &KernelRules, path: &GoStr<N>, client: boo
     let st = unsafe { &mut *st };
     st.decided = [0, 0];
     st.verdict = VERDICT_PASS;
+    st.sample_rule = 0;
     let mut first = [0u8; 8];
     first.copy_from_slice(&path.bytes[..8]);
     let first8 = u64::from_le_bytes(first);
@@ -151,6 +180,9 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         }
         Some(true) => {
             st.decided[stage] = 1;
+            if stage == 1 {
+                st.sample_rule = st.rule + 1;
+            }
             next_rule(st);
             0
         }

@@ -150,6 +150,7 @@ fn serve_rec(goid: u64, t: u64, i: u64) -> Vec<u8> {
         host: gostr("10.0.0.1:8080"),
         remote_addr: gostr("10.0.0.2:51234"),
         traceparent: gostr(""),
+        ids: tracer_common::event::SpanIds::default(),
     })
 }
 
@@ -178,6 +179,8 @@ fn client_rec(goid: u64, parent_goid: u64, t: u64, i: u64) -> Vec<u8> {
         scheme: gostr("http"),
         host: gostr("kraken-origin:15002"),
         path: gostr(&format!("/blobs/sha256:{}", digest(i))),
+        traceparent: gostr(""),
+        ids: tracer_common::event::SpanIds::default(),
     })
 }
 

@@ -106,6 +106,16 @@ pub struct AttachArgs {
     /// default: only the path leaves the traced process (queries often carry tokens).
     #[arg(long, env = "KRAKEN_TRACER_CAPTURE_QUERY")]
     pub capture_query: bool,
+    /// Insert a W3C `traceparent` into the HTTP/1 requests traced processes send (sk_msg), so
+    /// the tracers of other nodes continue the same traces: on (default) or off (no sock_ops
+    /// or sk_msg program is attached at all).
+    #[arg(
+        long,
+        env = "KRAKEN_TRACER_PROPAGATION",
+        value_enum,
+        default_value = "on"
+    )]
+    pub propagation: Propagation,
     /// Serve Prometheus self-metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, env = "KRAKEN_TRACER_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -307,4 +317,11 @@ mod tests {
         assert_eq!(a.follow_interval, Duration::from_millis(250));
         assert!(a.allow_unverified_offsets);
     }
+}
+
+/// `--propagation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Propagation {
+    On,
+    Off,
 }

@@ -22,7 +22,7 @@ use tracer_common::probe::ProbeId;
 
 use crate::{
     clock::{Clock, to_wall},
-    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KrakenEvent},
+    events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KernelIds, KrakenEvent},
     sample::Sampler,
     socket::TcpCounters,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
@@ -370,6 +370,35 @@ impl Cx<'_> {
         }
     }
 
+    /// The span id the kernel gave (it may have sent it on in a `traceparent`), else a new one.
+    fn span_id_of(&mut self, k: Option<&KernelIds>) -> [u8; 8] {
+        k.map_or_else(|| self.ids.span_id(), |k| k.span_id)
+    }
+
+    /// A new trace with the kernel's ids when it gave some (its trace id may be on the wire
+    /// already); the sampling decision is the same function of the trace id on both sides.
+    fn root_k(&mut self, k: Option<&KernelIds>, path: Option<&str>, client: bool) -> Ctx {
+        let Some(k) = k else {
+            return self.root(path, client);
+        };
+        Ctx {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            sampled: self.sampler.keep_root(path, client, &k.trace_id),
+            offset_ns: self.offset_ns,
+        }
+    }
+
+    /// The kernel's own view: its trace id, span id and sampling flag (a parent it knew).
+    fn kernel_ctx(&mut self, k: &KernelIds) -> Ctx {
+        Ctx {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            sampled: k.sampled,
+            offset_ns: self.offset_ns,
+        }
+    }
+
     fn insert(&mut self, map: &mut HashMap<u64, Open>, goid: u64, open: Open) {
         if map.len() >= self.limits.max_open && !map.contains_key(&goid) {
             // Full: drop the oldest open span (its end is the likeliest to have been lost).
@@ -446,10 +475,18 @@ fn server_start(
     let (remote, remote_digest) = remote.map_or((None, None), |(c, d)| (Some(c), d));
     // Parent: a client span of another process this tracer saw send the request, else the
     // caller named by the request's traceparent, else none (a new trace).
+    let k = e.ids.as_ref();
     let (ctx, parent) = match (remote, TraceParent::parse(e.traceparent.text.as_bytes())) {
-        (Some(client), _) => (cx.child(&client), Some(client.span_id)),
-        (None, Some(tp)) => (cx.remote_child(&tp), Some(tp.parent_id)),
-        (None, None) => (cx.root(Some(e.path()), false), None),
+        (Some(client), _) => {
+            let span_id = cx.span_id_of(k);
+            (Ctx { span_id, ..client }, Some(client.span_id))
+        }
+        (None, Some(tp)) => {
+            let mut c = cx.remote_child(&tp);
+            c.span_id = cx.span_id_of(k);
+            (c, Some(tp.parent_id))
+        }
+        (None, None) => (cx.root_k(k, Some(e.path()), false), None),
     };
     let mut digest = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::digest_in_path(&e.method.text, e.path()))
@@ -637,12 +674,26 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     let orphan_announce = parent.is_none()
         && p.profile == Profile::Kraken
         && crate::kraken::is_announce(&e.path.text);
-    let (mut ctx, parent_id) = match parent {
-        Some(pc) => (cx.child(&pc), Some(pc.span_id)),
-        None => (cx.root(Some(&e.path.text), true), None),
+    let k = e.ids.as_ref();
+    let (mut ctx, parent_id) = match (k, parent) {
+        // The application sent its own traceparent: the callee continues that trace, so does
+        // this span.
+        (Some(k), _) if k.remote_parent && k.parent_span_id.is_some() => {
+            (cx.kernel_ctx(k), k.parent_span_id)
+        }
+        (_, Some(pc)) => {
+            let span_id = cx.span_id_of(k);
+            (Ctx { span_id, ..pc }, Some(pc.span_id))
+        }
+        // A parent the kernel knew but this correlator did not (e.g. its start was lost).
+        (Some(k), None) if k.parent_span_id.is_some() => (cx.kernel_ctx(k), k.parent_span_id),
+        (k, None) => (cx.root_k(k, Some(&e.path.text), true), None),
     };
+    let mut parent_id = parent_id;
     if orphan_announce {
-        // Periodic re-announces of finished torrents: noise, not a root trace per 3 s.
+        // Periodic re-announces of finished torrents: noise, not a root trace per 3 s (the
+        // kernel sent them on unsampled too; the parent it made up for them is no span).
+        parent_id = None;
         ctx.sampled = false;
         cx.stats.kraken_announces_unlinked += 1;
     }
@@ -935,6 +986,7 @@ mod tests {
             remote_addr: cap("127.0.0.1:5555"),
             traceparent: cap(""),
             tcp: None,
+            ids: None,
         })
     }
 
@@ -958,6 +1010,8 @@ mod tests {
             scheme: cap("http"),
             host: cap("origin:15002"),
             path: cap("/x"),
+            traceparent: cap(""),
+            ids: None,
         })
     }
 
@@ -992,6 +1046,121 @@ mod tests {
             c.push(e, &mut |s| out.push(s));
         }
         out
+    }
+
+    fn with_ids(mut ev: Event, ids: KernelIds, tp: &str) -> Event {
+        match &mut ev {
+            Event::HttpServe(e) => {
+                e.ids = Some(ids);
+                e.traceparent = cap(tp);
+            }
+            Event::HttpClient(e) => {
+                e.ids = Some(ids);
+                e.traceparent = cap(tp);
+            }
+            _ => {}
+        }
+        ev
+    }
+
+    fn kids(trace: u8, span: u8, parent: Option<u8>, remote: bool) -> KernelIds {
+        KernelIds {
+            trace_id: [trace; 16],
+            span_id: [span; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            remote_parent: remote,
+            sampled: true,
+            pending: !remote,
+        }
+    }
+
+    #[test]
+    fn spans_take_the_ids_the_kernel_gave_and_sent() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), kids(0x11, 0x22, None, false), ""),
+                with_ids(client(5, 0, 110), kids(0x11, 0x33, Some(0x22), false), ""),
+                client_end(5, 120, 200, false),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 2);
+        let (cl, sv) = (&spans[0], &spans[1]);
+        assert_eq!((sv.trace_id, sv.span_id), ([0x11; 16], [0x22; 8]));
+        assert_eq!(sv.parent_span_id, None);
+        // The id on the wire (the callee's parent) is the client span's own.
+        assert_eq!((cl.trace_id, cl.span_id), ([0x11; 16], [0x33; 8]));
+        assert_eq!(cl.parent_span_id, Some([0x22; 8]));
+    }
+
+    #[test]
+    fn remote_parent_from_traceparent_keeps_the_kernel_span_id() {
+        let mut c = correlator(0.0, Limits::default());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut k = kids(0xaa, 0x44, Some(0xb7), true);
+        k.trace_id = [
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c,
+        ];
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), k, tp),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].trace_id, k.trace_id);
+        assert_eq!(spans[0].span_id, [0x44; 8]);
+        assert_eq!(
+            spans[0].parent_span_id,
+            Some([0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31])
+        );
+        assert!(
+            spans[0].sampled,
+            "the caller's flag, not the local 0 % ratio"
+        );
+    }
+
+    #[test]
+    fn a_client_with_its_own_traceparent_joins_that_trace() {
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(serve(5, 100, "/a"), kids(0x11, 0x22, None, false), ""),
+                // The application set its own header: the kernel registered nothing and
+                // reports the header's trace; the callee will continue that one.
+                with_ids(
+                    client(5, 0, 110),
+                    kids(0x77, 0x33, Some(0x88), true),
+                    "00-...",
+                ),
+                client_end(5, 120, 200, false),
+                serve_end(5, 130, 200, ""),
+            ],
+        );
+        let cl = &spans[0];
+        assert_eq!(cl.trace_id, [0x77; 16]);
+        assert_eq!(cl.parent_span_id, Some([0x88; 8]));
+    }
+
+    #[test]
+    fn a_parent_only_the_kernel_knew_is_used() {
+        // The server start event was lost (e.g. ring buffer full): the kernel still linked the
+        // client to it.
+        let mut c = correlator(1.0, Limits::default());
+        let spans = run(
+            &mut c,
+            &[
+                with_ids(client(5, 0, 110), kids(0x11, 0x33, Some(0x22), false), ""),
+                client_end(5, 120, 200, false),
+            ],
+        );
+        assert_eq!(spans[0].trace_id, [0x11; 16]);
+        assert_eq!(spans[0].parent_span_id, Some([0x22; 8]));
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::fmt;
 use tracer_common::{
     event::{
         EventHeader, HttpClientEndEvent, HttpClientEvent, HttpServeEndEvent, HttpServeEvent,
-        KrakenDigestEvent,
+        IDS_LOCAL_PARENT, IDS_PENDING, IDS_REMOTE_PARENT, IDS_SAMPLED, IDS_VALID,
+        KrakenDigestEvent, SpanIds,
     },
     probe::ProbeId,
 };
@@ -68,6 +69,42 @@ pub struct HttpServe {
     pub traceparent: Captured,
     /// The process's TCP counters as the handler starts (`None`: socket probes off).
     pub tcp: Option<TcpCounters>,
+    /// The ids the kernel gave the span.
+    pub ids: Option<KernelIds>,
+}
+
+/// Ids the kernel gave a span (it knows them when the request is written, so it can send them
+/// on in `traceparent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The parent the kernel knew: the remote caller (from `traceparent`) or the local span
+    /// of the calling goroutine.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The parent came from an incoming `traceparent`, or (client) the application's own.
+    pub remote_parent: bool,
+    pub sampled: bool,
+    /// Client: the kernel queued this context for insertion into the request.
+    pub pending: bool,
+}
+
+impl KernelIds {
+    fn from(ids: &SpanIds) -> Option<KernelIds> {
+        if ids.flags & IDS_VALID == 0 || ids.span_id == [0; 8] || ids.trace_id == [0; 16] {
+            return None;
+        }
+        let has_parent =
+            ids.flags & (IDS_REMOTE_PARENT | IDS_LOCAL_PARENT) != 0 && ids.parent_span_id != [0; 8];
+        Some(KernelIds {
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            parent_span_id: has_parent.then_some(ids.parent_span_id),
+            remote_parent: ids.flags & IDS_REMOTE_PARENT != 0,
+            sampled: ids.flags & IDS_SAMPLED != 0,
+            pending: ids.flags & IDS_PENDING != 0,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +128,9 @@ pub struct HttpClient {
     pub scheme: Captured,
     pub host: Captured,
     pub path: Captured,
+    /// The application's own `traceparent` header on this request (empty when absent).
+    pub traceparent: Captured,
+    pub ids: Option<KernelIds>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 remote_addr: captured(&e.remote_addr),
                 traceparent: captured(&e.traceparent),
                 tcp: TcpCounters::from_snapshot(&e.tcp),
+                ids: KernelIds::from(&e.ids),
             }))
         }
         ProbeId::HttpServeEnd => {
@@ -202,6 +243,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 scheme: captured(&e.scheme),
                 host: captured(&e.host),
                 path: captured(&e.path),
+                traceparent: captured(&e.traceparent),
+                ids: KernelIds::from(&e.ids),
             }))
         }
         ProbeId::KrakenAnnounce
@@ -340,6 +383,7 @@ mod tests {
             host: gostr::<ADDR_LEN>("127.0.0.1:8080"),
             remote_addr: gostr::<ADDR_LEN>("127.0.0.1:5555"),
             traceparent: gostr::<TRACEPARENT_LEN>(""),
+            ids: tracer_common::event::SpanIds::default(),
         }
     }
 

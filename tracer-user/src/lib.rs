@@ -24,6 +24,7 @@ pub mod rules;
 pub mod sample;
 pub mod session;
 pub mod socket;
+pub mod sockets;
 pub mod span;
 pub mod symbols;
 pub mod target;

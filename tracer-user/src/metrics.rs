@@ -68,6 +68,8 @@ pub struct KernelSnapshot {
     pub filtered_client: u64,
     /// End probes of dropped requests.
     pub filtered_ends: u64,
+    /// What the sk_msg program did (zero with --propagation off).
+    pub propagation: crate::tracer::PropagationCounters,
 }
 
 /// The reader's and the correlator's counters (cumulative) and map sizes (gauges).
@@ -271,6 +273,26 @@ impl Collector for SnapshotCollector {
                 ("server", k.filtered_server),
                 ("client", k.filtered_client),
                 ("end", k.filtered_ends),
+            ],
+        )?;
+        counter(
+            e,
+            "propagation_injected",
+            "traceparent header lines inserted into outgoing HTTP/1 requests (sk_msg).",
+            k.propagation.injected,
+        )?;
+        labelled(
+            e,
+            "propagation_skipped",
+            "Sends on traced connections left unchanged, by reason (had_traceparent: the application's own header kept; not_http: not the start of an HTTP/1 request, e.g. a body or TLS; no_line_end: request line longer than the scan; no_pending: no context waiting for that path; push_failed: the kernel refused the insert).",
+            MetricType::Counter,
+            "reason",
+            [
+                ("had_traceparent", k.propagation.had_header),
+                ("not_http", k.propagation.not_http),
+                ("no_line_end", k.propagation.no_line_end),
+                ("no_pending", k.propagation.no_pending),
+                ("push_failed", k.propagation.push_failed),
             ],
         )?;
 
@@ -729,6 +751,11 @@ mod tests {
             filtered_server: 6,
             filtered_client: 7,
             filtered_ends: 8,
+            propagation: crate::tracer::PropagationCounters {
+                injected: 9,
+                no_pending: 10,
+                ..Default::default()
+            },
         });
         m.set_pipeline(PipelineSnapshot {
             events_read: 101,

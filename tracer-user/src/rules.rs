@@ -235,15 +235,25 @@ impl PathRules {
         stage0.extend(self.include.iter().map(|g| (g, false)));
         push_stage(&mut rules, 0, &stage0, include_default_drop);
         out.default_drop[0] = u8::from(include_default_drop);
-        // Stage 1: sample rules; ratio 0 drops.
-        let stage1: Vec<(&PathGlob, bool)> = self
+        // Stage 1: sample rules; ratio 0 drops. Each carries its sampling threshold (the
+        // kernel decides new traces, so the `traceparent` it sends says the same as user space).
+        let default_drop = self.default_ratio <= 0.0;
+        let default_threshold = threshold(self.default_ratio);
+        // Rules after the last one that can change an outcome (a drop, or another threshold)
+        // are left out: the default decides the same.
+        if let Some(last) = self
             .sample
             .iter()
-            .map(|r| (&r.glob, r.ratio <= 0.0))
-            .collect();
-        let default_drop = self.default_ratio <= 0.0;
-        push_stage(&mut rules, 1, &stage1, default_drop);
+            .rposition(|r| r.ratio <= 0.0 || threshold(r.ratio) != default_threshold)
+        {
+            for r in &self.sample[..=last] {
+                let mut k = kernel_rule(&r.glob, r.ratio <= 0.0, 1);
+                k.threshold = threshold(r.ratio);
+                rules.push(k);
+            }
+        }
         out.default_drop[1] = u8::from(default_drop);
+        out.default_threshold = default_threshold;
         if rules.len() > MAX_KERNEL_RULES {
             return Err(RulesError::TooMany {
                 needed: rules.len(),
@@ -274,16 +284,25 @@ fn push_stage(
         return;
     };
     for (glob, drop) in &rules[..=last] {
-        let mut r = KernelRule {
-            len: glob.0.len() as u32,
-            drop: u8::from(*drop),
-            stage,
-            ..KernelRule::default()
-        };
-        r.pattern[..glob.0.len()].copy_from_slice(glob.0.as_bytes());
-        r.prefix_mask = KernelRule::prefix_mask_of(glob.0.as_bytes());
-        out.push(r);
+        out.push(kernel_rule(glob, *drop, stage));
     }
+}
+
+fn kernel_rule(glob: &PathGlob, drop: bool, stage: u8) -> KernelRule {
+    let mut r = KernelRule {
+        len: glob.0.len() as u32,
+        drop: u8::from(drop),
+        stage,
+        ..KernelRule::default()
+    };
+    r.pattern[..glob.0.len()].copy_from_slice(glob.0.as_bytes());
+    r.prefix_mask = KernelRule::prefix_mask_of(glob.0.as_bytes());
+    r
+}
+
+/// The kernel's sampling threshold for a ratio: the same number as `sample::RatioSampler`.
+pub fn threshold(ratio: f64) -> u64 {
+    crate::sample::RatioSampler::new(ratio).threshold()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -510,15 +529,110 @@ mod tests {
                 }
             }
         }
-        // Defaults only: just the two 0 % rules reach the kernel.
+        // Defaults only: every default rule reaches the kernel (two drop, four carry a
+        // sampling threshold other than the default's).
         assert_eq!(
             PathRules::new(&[], true, &[], &[], 0.1)
                 .kernel()
                 .unwrap()
                 .count,
-            2
+            6
         );
         assert_eq!(PathRules::ratio_only(0.5).kernel().unwrap().count, 0);
+        // A rule with the default's own ratio can't change a decision: left out.
+        let same = PathRules::new(
+            &[SampleRule::parse("/same=0.5").unwrap()],
+            false,
+            &[],
+            &[],
+            0.5,
+        );
+        assert_eq!(same.kernel().unwrap().count, 0);
+    }
+
+    /// Mirrors tracer-ebpf/src/rules.rs `threshold` and propagation.rs: the first matching
+    /// sample rule's threshold, else the default's, compared with the trace id's low 8 bytes.
+    fn kernel_sampled(k: &KernelRules, path: &str, trace_id: &[u8; 16]) -> bool {
+        let threshold = k.rules[..k.count as usize]
+            .iter()
+            .filter(|r| r.stage == 1)
+            .find(|r| glob_match(&r.pattern[..r.len as usize], path.as_bytes()))
+            .map_or(k.default_threshold, |r| r.threshold);
+        tracer_common::rules::sampled(threshold, trace_id)
+    }
+
+    #[test]
+    fn kernel_sampling_decides_exactly_like_user_space() {
+        let sets = [
+            PathRules::new(&[], true, &[], &[], 0.1),
+            PathRules::new(&[], true, &[], &[], 1.0),
+            PathRules::new(&[], true, &[], &[], 0.0),
+            PathRules::ratio_only(0.5),
+            PathRules::ratio_only(0.999_999_999),
+            PathRules::new(
+                &[
+                    SampleRule::parse("/a/*=0.25").unwrap(),
+                    SampleRule::parse("/a/**=0.75").unwrap(),
+                    SampleRule::parse("/b=1").unwrap(),
+                    SampleRule::parse("/c/**=0").unwrap(),
+                ],
+                true,
+                &[],
+                &[g("/x/**")],
+                0.3,
+            ),
+        ];
+        let paths = [
+            "/a/1",
+            "/a/1/2",
+            "/b",
+            "/c/d",
+            "/health",
+            "/announce/x",
+            "/other",
+            "/namespace/n/blobs/sha256:00",
+            "/blobs/x",
+            "/x/y",
+        ];
+        // splitmix64: many (path, trace id) pairs, with edge ids mixed in.
+        let mut x: u64 = 0x1234_5678_9abc_def0;
+        let mut next = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut compared = 0;
+        for rules in &sets {
+            let k = rules.kernel().unwrap();
+            let sampler = crate::sample::Sampler::new(rules.clone());
+            for i in 0..20_000u64 {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&next().to_be_bytes());
+                let low = match i {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => threshold(0.25),
+                    3 => threshold(0.25) - 1,
+                    _ => next(),
+                };
+                id[8..].copy_from_slice(&low.to_be_bytes());
+                let path = paths[(i as usize) % paths.len()];
+                for client in [false, true] {
+                    if rules.decide(path, client) == Decision::Drop {
+                        continue; // never reaches a sampling decision
+                    }
+                    assert_eq!(
+                        kernel_sampled(&k, path, &id),
+                        sampler.keep_root(Some(path), client, &id),
+                        "{path} client={client} id={id:02x?} rules {rules:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 100_000, "{compared}");
     }
 
     #[test]

@@ -58,6 +58,15 @@ impl RatioSampler {
         }
     }
 
+    /// `ratio × 2^64` (saturating): what the kernel compares with (`u64::MAX` means always).
+    pub fn threshold(&self) -> u64 {
+        if self.always {
+            u64::MAX
+        } else {
+            self.threshold
+        }
+    }
+
     pub fn keep(&self, trace_id: &[u8; 16]) -> bool {
         if self.always {
             return true;

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     clock::Clock,
-    config::AttachArgs,
+    config::{AttachArgs, Propagation},
     correlate::{Correlator, Limits, Profile},
     export,
     features::Features,
@@ -80,6 +80,7 @@ fn kernel_snapshot(c: &crate::tracer::Counters) -> KernelSnapshot {
         filtered_server: c.filtered_server,
         filtered_client: c.filtered_client,
         filtered_ends: c.filtered_ends,
+        propagation: c.propagation.clone(),
     }
 }
 
@@ -158,6 +159,16 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     tracer.set_capture_query(args.capture_query);
     let socket_status = socket::start(&mut tracer, &socket_plan)?;
     log::info!("{socket_status}");
+    match args.propagation {
+        Propagation::Off => log::info!("propagation: off (--propagation off)"),
+        Propagation::On => match tracer.enable_propagation() {
+            Ok(()) => log::info!(
+                "propagation: sk_msg (traceparent inserted into outgoing HTTP/1 requests)"
+            ),
+            // Not fatal: every node still gets its own correct local traces.
+            Err(e) => log::warn!("propagation: off ({})", error_chain(&e)),
+        },
+    }
     log::info!(
         "sampling: {:.1} % by default; path rules (first match wins): {}; {} of them dropped in the kernel",
         args.sample_ratio * 100.0,
@@ -385,7 +396,8 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     let c = tracer.counters()?;
     log::info!(
         "events read {} (undecodable {}); spans {} (unmatched ends {}, expired {}, {} continued from a traceparent); \
-         kernel: probe hits {}, ring buffer full {}, dropped by path rules {} server + {} client requests",
+         kernel: probe hits {}, ring buffer full {}, dropped by path rules {} server + {} client requests; \
+         traceparent inserted {} (kept the application's {}, no context waiting {})",
         stats.records,
         stats.decode_errors,
         cstats.spans,
@@ -396,6 +408,9 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
         c.ringbuf_full,
         c.filtered_server,
         c.filtered_client,
+        c.propagation.injected,
+        c.propagation.had_header,
+        c.propagation.no_pending,
     );
     Ok(())
 }
@@ -509,7 +524,8 @@ fn explain(e: TracerError) -> SessionError {
     match e {
         TracerError::NotPermitted => SessionError::Privileges(
             "permission denied creating BPF maps: loading the eBPF programs needs CAP_BPF and \
-             CAP_PERFMON, or CAP_SYS_ADMIN (see docs/capabilities.md)"
+             CAP_PERFMON, or CAP_SYS_ADMIN (with CAP_BPF instead of CAP_SYS_ADMIN, also \
+             CAP_NET_ADMIN: the propagation sockhash; see docs/capabilities.md)"
                 .to_owned(),
         ),
         TracerError::Attach {
@@ -545,4 +561,16 @@ fn describe_rules(rules: &PathRules) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// An error and its sources, joined ("a: b: c").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

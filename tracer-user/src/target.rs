@@ -170,10 +170,15 @@ impl Target {
             .binary
             .go_version()
             .map_or(0, |v| v.major * 100 + v.minor);
+        let kraken = crate::kraken::kraken_version(&self.binary).is_some();
         ProcessConfig {
             offsets: self.offsets,
             go_version,
-            flags: 0,
+            flags: if kraken {
+                tracer_common::offsets::FLAG_KRAKEN
+            } else {
+                0
+            },
         }
     }
 

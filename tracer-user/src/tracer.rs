@@ -9,19 +9,21 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, SockHash},
     programs::{
-        ProgramError, UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeLinkId,
-        uprobe::UProbeScope,
+        CgroupAttachMode, ProgramError, SkMsg, SockOps, UProbe, uprobe::UProbeAttachLocation,
+        uprobe::UProbeLinkId, uprobe::UProbeScope,
     },
 };
 use tracer_common::{
     maps::{
         COUNTER_FILTERED_CLIENT, COUNTER_FILTERED_ENDS, COUNTER_FILTERED_SERVER,
-        COUNTER_NOT_TRACED, COUNTER_PROBE_HITS, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL,
-        COUNTERS, EVENTS, PROCESSES, RULES,
+        COUNTER_NOT_TRACED, COUNTER_PROBE_HITS, COUNTER_PROP_HAD_HEADER, COUNTER_PROP_INJECTED,
+        COUNTER_PROP_NO_LINE_END, COUNTER_PROP_NO_PENDING, COUNTER_PROP_NOT_HTTP,
+        COUNTER_PROP_PUSH_FAILED, COUNTER_READ_ERRORS, COUNTER_RINGBUF_FULL, COUNTERS, EVENTS,
+        PROCESSES, RULES, SOCKETS,
     },
-    offsets::{FLAG_CAPTURE_QUERY, ProcessConfig},
+    offsets::{FLAG_CAPTURE_QUERY, FLAG_PROPAGATE, ProcessConfig},
     probe::{PROBES, ProbeId, ProbeSpec, Site},
     rules::KernelRules,
 };
@@ -42,7 +44,7 @@ pub enum TracerError {
     )]
     NoObject,
     #[error(
-        "permission denied creating BPF maps: run as root or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        "permission denied creating BPF maps: run as root or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
     )]
     NotPermitted,
     #[error("cannot load the eBPF object: {0}")]
@@ -92,7 +94,21 @@ pub enum TracerError {
         std::env::consts::ARCH
     )]
     ArchMismatch { pid: u32, binary: symbols::Arch },
+    #[error(transparent)]
+    Sockets(#[from] crate::sockets::SocketsError),
+    #[error("no cgroup2 file system in /proc/mounts (sock_ops programs attach to one)")]
+    NoCgroup2,
+    #[error("cannot open the cgroup2 root {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// The programs that insert `traceparent` into outgoing requests.
+pub const SOCK_OPS_PROGRAM: &str = "propagate_sockops";
+pub const SK_MSG_PROGRAM: &str = "propagate_msg";
 
 /// Where one probe was placed in one process, and why (printed at attach time).
 #[derive(Clone, Debug)]
@@ -156,6 +172,24 @@ pub struct Counters {
     pub filtered_server: u64,
     pub filtered_client: u64,
     pub filtered_ends: u64,
+    pub propagation: PropagationCounters,
+}
+
+/// What the sk_msg program did with the sends of traced connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PropagationCounters {
+    /// `traceparent` lines inserted.
+    pub injected: u64,
+    /// Client requests that already carried a `traceparent` (kept).
+    pub had_header: u64,
+    /// Sends that are not the start of an HTTP/1 request (bodies, TLS records, ...).
+    pub not_http: u64,
+    /// Requests whose request line did not end within the scanned bytes.
+    pub no_line_end: u64,
+    /// Requests with no context waiting (untraced caller, same path twice at once, ...).
+    pub no_pending: u64,
+    /// Inserts the kernel refused (the request went out unchanged).
+    pub push_failed: u64,
 }
 
 pub struct Tracer {
@@ -252,6 +286,18 @@ impl Tracer {
         if let Err(e) = self.socket_track(pid, true) {
             let _ = self.set_process(pid, None);
             return Err(e);
+        }
+        if self.flags & FLAG_PROPAGATE != 0 {
+            match self.adopt_connections(pid) {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "pid {pid}: {n} TCP connection(s) it opened before the tracer attached now get traceparent too"
+                ),
+                // Not fatal: propagation starts with the connections it opens from now on.
+                Err(e) => log::warn!(
+                    "pid {pid}: its existing connections get no traceparent (new ones do): {e}"
+                ),
+            }
         }
         let mut links = Vec::new();
         let scope = UProbeScope::OneProcess(
@@ -395,6 +441,14 @@ impl Tracer {
             filtered_server: sum(COUNTER_FILTERED_SERVER)?,
             filtered_client: sum(COUNTER_FILTERED_CLIENT)?,
             filtered_ends: sum(COUNTER_FILTERED_ENDS)?,
+            propagation: PropagationCounters {
+                injected: sum(COUNTER_PROP_INJECTED)?,
+                had_header: sum(COUNTER_PROP_HAD_HEADER)?,
+                not_http: sum(COUNTER_PROP_NOT_HTTP)?,
+                no_line_end: sum(COUNTER_PROP_NO_LINE_END)?,
+                no_pending: sum(COUNTER_PROP_NO_PENDING)?,
+                push_failed: sum(COUNTER_PROP_PUSH_FAILED)?,
+            },
         })
     }
 
@@ -406,6 +460,83 @@ impl Tracer {
         } else {
             self.flags &= !FLAG_CAPTURE_QUERY;
         }
+    }
+
+    /// Starts inserting `traceparent` into the HTTP/1 requests traced processes send on TCP
+    /// connections they open from now on: a sock_ops program on the cgroup2 root collects
+    /// those connections, an sk_msg program on them inserts the header. Processes attached
+    /// from now on leave their client contexts for it.
+    pub fn enable_propagation(&mut self) -> Result<(), TracerError> {
+        let cgroup = cgroup2_root()?;
+        let dir = fs::File::open(&cgroup).map_err(|source| TracerError::Cgroup {
+            path: cgroup.clone(),
+            source,
+        })?;
+        let verifier = |program: &'static str| {
+            move |source: ProgramError| TracerError::Program { program, source }
+        };
+        let sock_ops: &mut SockOps = program(&mut self.ebpf, SOCK_OPS_PROGRAM)?
+            .try_into()
+            .map_err(verifier(SOCK_OPS_PROGRAM))?;
+        sock_ops.load().map_err(verifier(SOCK_OPS_PROGRAM))?;
+        // Several tracers (one per node or container) may share the root cgroup.
+        sock_ops
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(verifier(SOCK_OPS_PROGRAM))?;
+        let map_fd = {
+            let map = self
+                .ebpf
+                .map(SOCKETS)
+                .ok_or(TracerError::MissingMap(SOCKETS))?;
+            let hash = SockHash::<_, u64>::try_from(map).map_err(|source| TracerError::Map {
+                map: SOCKETS,
+                source,
+            })?;
+            hash.fd().try_clone().map_err(|e| TracerError::Program {
+                program: SK_MSG_PROGRAM,
+                source: ProgramError::IOError(e),
+            })?
+        };
+        let sk_msg: &mut SkMsg = program(&mut self.ebpf, SK_MSG_PROGRAM)?
+            .try_into()
+            .map_err(verifier(SK_MSG_PROGRAM))?;
+        sk_msg.load().map_err(verifier(SK_MSG_PROGRAM))?;
+        sk_msg.attach(&map_fd).map_err(verifier(SK_MSG_PROGRAM))?;
+        self.flags |= FLAG_PROPAGATE;
+        Ok(())
+    }
+
+    /// Puts the established outgoing TCP connections `pid` opened before now (Go keeps idle
+    /// keep-alive connections) into the propagation sockhash; returns how many.
+    pub fn adopt_connections(&mut self, pid: u32) -> Result<usize, TracerError> {
+        let conns = crate::sockets::outgoing(pid)?;
+        if conns.is_empty() {
+            return Ok(0);
+        }
+        let pidfd = crate::sockets::Pidfd::open(pid)?;
+        let map = self
+            .ebpf
+            .map_mut(SOCKETS)
+            .ok_or(TracerError::MissingMap(SOCKETS))?;
+        let mut hash = SockHash::<_, u64>::try_from(map).map_err(|source| TracerError::Map {
+            map: SOCKETS,
+            source,
+        })?;
+        let mut n = 0;
+        use std::os::fd::AsRawFd as _;
+        for c in conns {
+            // Closed meanwhile, or not a TCP socket the sockhash takes: skipped.
+            let Some(fd) = pidfd.get(c.fd) else {
+                continue;
+            };
+            let Some(cookie) = crate::sockets::cookie(&fd) else {
+                continue;
+            };
+            if hash.insert(cookie, fd.as_raw_fd(), 0).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Installs the path rules the kernel applies (requests they drop write no event).
@@ -516,9 +647,42 @@ pub fn place_all(binary: &Binary) -> Result<(Vec<PlacedProbe>, Vec<String>), Sym
     Ok((placed, skipped))
 }
 
+fn program<'a>(
+    e: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, TracerError> {
+    e.program_mut(name).ok_or(TracerError::MissingProgram(name))
+}
+
+/// The mount point of the cgroup2 file system (from /proc/mounts).
+fn cgroup2_root() -> Result<PathBuf, TracerError> {
+    let mounts = fs::read_to_string("/proc/mounts").map_err(|_| TracerError::NoCgroup2)?;
+    cgroup2_in(&mounts).ok_or(TracerError::NoCgroup2)
+}
+
+fn cgroup2_in(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        // Octal escapes (\040 for a space) are not expected in a cgroup mount point.
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    #[test]
+    fn cgroup2_mount_found_wherever_it_is() {
+        let m = "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n\
+                 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(
+            super::cgroup2_in(m),
+            Some(std::path::PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(super::cgroup2_in("proc /proc proc rw 0 0\n"), None);
+    }
 
     use tracer_common::probe::PROBES;
 
@@ -530,11 +694,13 @@ mod tests {
         }
         let obj = aya_obj::Object::parse(crate::EBPF_OBJECT).expect("parse the eBPF object");
         let in_object: BTreeSet<&str> = obj.programs.keys().map(String::as_str).collect();
-        let in_table: BTreeSet<&str> = PROBES
+        let mut in_table: BTreeSet<&str> = PROBES
             .iter()
             .map(|p| p.program)
             .chain(tracer_common::socket::PROGRAMS)
             .collect();
+        in_table.insert(super::SOCK_OPS_PROGRAM);
+        in_table.insert(super::SK_MSG_PROGRAM);
         assert_eq!(in_object, in_table);
         for map in [
             tracer_common::maps::EVENTS,

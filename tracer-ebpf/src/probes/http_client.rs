@@ -9,13 +9,14 @@ use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
     event::{HttpClientEndEvent, HttpClientEvent},
     maps::{COUNTER_FILTERED_CLIENT, SUPPRESS_CLIENT},
+    offsets::FLAG_PROPAGATE,
     probe::ProbeId,
 };
 
 use crate::{
-    goabi,
+    goabi, gomap,
     gostr::{field_u64, read_string},
-    maps, probes,
+    maps, probes, propagation,
     rules::{self, Verdict},
 };
 
@@ -40,17 +41,32 @@ fn try_http_client(ctx: &ProbeContext) -> Option<()> {
         if (*ev).path.len == 0 {
             read_string(url, off.url_path, &mut (*ev).path);
         }
-        if let Some(r) = rules::active()
-            && rules::verdict(r, &(*ev).path, true) == Verdict::Drop
-        {
-            entry.discard(0);
-            rules::suppress(hit.hdr.tgid, SUPPRESS_CLIENT, hit.hdr.goid);
-            maps::count(COUNTER_FILTERED_CLIENT);
-            return None;
-        }
+        let threshold = match rules::active() {
+            Some(r) => {
+                if rules::verdict(r, &(*ev).path, true) == Verdict::Drop {
+                    entry.discard(0);
+                    rules::suppress(hit.hdr.tgid, SUPPRESS_CLIENT, hit.hdr.goid);
+                    maps::count(COUNTER_FILTERED_CLIENT);
+                    return None;
+                }
+                rules::threshold(r)
+            }
+            None => rules::default_threshold(),
+        };
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
         (*ev).parent_goid = field_u64(hit.hdr.goroutine, off.g_parent_goid);
+        gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+        let parent = propagation::goroutine_ctx(hit.hdr.tgid, hit.hdr.goid, (*ev).parent_goid);
+        propagation::client_start(
+            hit.hdr.tgid,
+            parent,
+            &(*ev).traceparent,
+            &(*ev).path,
+            threshold,
+            hit.cfg.flags & FLAG_PROPAGATE != 0,
+            &mut (*ev).ids,
+        );
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(url, off.url_scheme, &mut (*ev).scheme);
         read_string(url, off.url_host, &mut (*ev).host);

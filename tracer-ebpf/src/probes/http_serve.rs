@@ -9,7 +9,7 @@ use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
     event::{HttpServeEndEvent, HttpServeEvent},
     maps::{COUNTER_FILTERED_SERVER, SUPPRESS_SERVER},
-    offsets::FLAG_CAPTURE_QUERY,
+    offsets::{FLAG_CAPTURE_QUERY, FLAG_KRAKEN},
     probe::ProbeId,
 };
 
@@ -17,7 +17,8 @@ use crate::{
     goabi, gomap,
     gostr::{field_u64, read_string},
     maps,
-    probes::{self, socket},
+    probes::{self, kraken, socket},
+    propagation,
     rules::{self, Verdict},
 };
 
@@ -46,9 +47,9 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
                 read_string(url, off.url_path, &mut (*ev).uri);
             }
         }
-        let verdict = match rules::active() {
-            Some(r) => rules::verdict(r, &(*ev).uri, false),
-            None => Verdict::Pass,
+        let (verdict, threshold) = match rules::active() {
+            Some(r) => (rules::verdict(r, &(*ev).uri, false), rules::threshold(r)),
+            None => (Verdict::Pass, rules::default_threshold()),
         };
         if verdict != Verdict::Drop {
             gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
@@ -64,6 +65,16 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
         (*ev).tcp = socket::snapshot(hit.hdr.tgid);
+        let ctx = propagation::server_start(
+            hit.hdr.tgid,
+            hit.hdr.goid,
+            &(*ev).traceparent,
+            threshold,
+            &mut (*ev).ids,
+        );
+        if hit.cfg.flags & FLAG_KRAKEN != 0 {
+            kraken::remember_download(&(*ev).uri, &ctx);
+        }
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(req, off.request_host, &mut (*ev).host);
         read_string(req, off.request_remote_addr, &mut (*ev).remote_addr);
@@ -81,6 +92,7 @@ pub fn http_serve_end(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_http_serve_end(ctx: &ProbeContext) -> Option<()> {
     let hit = probes::hit(ctx, ProbeId::HttpServeEnd)?;
+    propagation::server_end(hit.hdr.tgid, hit.hdr.goid);
     if rules::active().is_some()
         && rules::take_suppressed(hit.hdr.tgid, SUPPRESS_SERVER, hit.hdr.goid)
     {

@@ -15,9 +15,40 @@
 //! `Refresh.func1`, download's error (itab) in RAX.
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
-use tracer_common::{event::KrakenDigestEvent, probe::ProbeId};
+use tracer_common::{
+    event::{GoStr, KrakenDigestEvent, URI_LEN},
+    maps::TraceCtx,
+    probe::ProbeId,
+};
 
-use crate::{goabi, gostr::copy_string, maps, probes};
+use crate::{goabi, gostr::copy_string, maps, probes, propagation};
+
+/// `…/blobs/sha256:<64 hex>` at the end of an agent request's path: keep the download's
+/// context under the digest, for the announces of that blob (made on scheduler goroutines).
+#[inline(always)]
+pub fn remember_download(uri: &GoStr<URI_LEN>, ctx: &TraceCtx) {
+    let len = uri.len as usize;
+    if uri.read_error != 0 || len < 71 || len > URI_LEN {
+        return;
+    }
+    // Masked: the verifier must see the offset bounded where it is computed.
+    let start = (len - 71) & 0x7f;
+    if start + 71 > URI_LEN {
+        return;
+    }
+    let base = uri.bytes.as_ptr();
+    // Byte by byte: a slice `==` would call memcmp, which BPF lacks.
+    for (k, want) in b"sha256:".iter().enumerate() {
+        if unsafe { *base.add(start + k) } != *want {
+            return;
+        }
+    }
+    let mut digest = [0u8; 64];
+    for (k, d) in digest.iter_mut().enumerate() {
+        *d = unsafe { *base.add(start + 7 + k) };
+    }
+    propagation::remember_digest(&digest, ctx);
+}
 
 #[uprobe]
 pub fn kraken_announce(ctx: ProbeContext) -> u32 {
@@ -71,6 +102,15 @@ fn digest_event(
                 goabi::arg(ctx, arg + 1),
                 &mut (*ev).digest_hex,
             );
+            if probe == ProbeId::KrakenAnnounce
+                && (*ev).digest_hex.len == 64
+                && (*ev).digest_hex.read_error == 0
+            {
+                let mut digest = [0u8; 64];
+                let bytes = &(*ev).digest_hex.bytes;
+                digest.copy_from_slice(&bytes[..64]);
+                propagation::adopt_digest(hit.hdr.tgid, hit.hdr.goid, &digest);
+            }
         }
         (*ev).value = value_arg.map_or(0, |a| goabi::arg(ctx, a));
     }
