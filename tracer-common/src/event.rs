@@ -74,6 +74,13 @@ pub struct GoStr<const N: usize> {
 }
 
 impl<const N: usize> GoStr<N> {
+    /// Nothing captured.
+    pub const EMPTY: GoStr<N> = GoStr {
+        len: 0,
+        read_error: 0,
+        bytes: [0; N],
+    };
+
     /// The captured bytes (possibly truncated).
     pub fn captured(&self) -> &[u8] {
         let n = (self.len as usize).min(N);

@@ -159,8 +159,26 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     tracer.set_capture_query(args.capture_query);
     let socket_status = socket::start(&mut tracer, &socket_plan)?;
     log::info!("{socket_status}");
+    for s in tracer.substitutes() {
+        log::warn!(
+            "this kernel's verifier refused {} (log: {}); using {} instead",
+            s.program,
+            s.log_path.display(),
+            s.instead
+        );
+    }
+    let client_basic = tracer
+        .substitutes()
+        .iter()
+        .any(|s| s.program == "http_client");
     match args.propagation {
         Propagation::Off => log::info!("propagation: off (--propagation off)"),
+        // The stand-in cannot tell whether a request already carries a traceparent, so it
+        // never asks for one to be inserted: the sk_msg programs would have nothing to do.
+        Propagation::On if client_basic => log::warn!(
+            "propagation: incoming only (this kernel's verifier refused http_client, which reads \
+             a request's own traceparent: outgoing requests get none; incoming ones are still continued)"
+        ),
         Propagation::On => match tracer.enable_propagation() {
             Ok(()) => log::info!(
                 "propagation: sk_msg (traceparent inserted into outgoing HTTP/1 requests)"

@@ -199,7 +199,21 @@ pub struct Tracer {
     flags: u32,
     /// Socket probes are attached: attached processes get a `SOCKET_BYTES` entry (`socket`).
     pub(crate) socket_counting: bool,
+    /// Programs this kernel's verifier refused, each with the one loaded in its place.
+    substitutes: Vec<Substitute>,
 }
+
+/// A program of the probe table the kernel refused, and the simpler one used instead.
+#[derive(Clone, Debug)]
+pub struct Substitute {
+    pub program: &'static str,
+    pub instead: &'static str,
+    /// Where the refused program's verifier log was saved.
+    pub log_path: PathBuf,
+}
+
+/// Programs with a simpler stand-in for kernels whose verifier refuses them.
+const FALLBACKS: &[(&str, &str)] = &[("http_client", "http_client_basic")];
 
 impl Tracer {
     /// Loads the embedded object and every program of the probe table into the kernel.
@@ -220,35 +234,36 @@ impl Tracer {
             }
             e => TracerError::Load(e),
         })?;
+        let mut substitutes = Vec::new();
         for spec in PROBES {
-            let prog: &mut UProbe = ebpf
-                .program_mut(spec.program)
-                .ok_or(TracerError::MissingProgram(spec.program))?
-                .try_into()
-                .map_err(|source| TracerError::Program {
-                    program: spec.program,
-                    source,
-                })?;
-            match prog.load() {
+            if substitutes
+                .iter()
+                .any(|s: &Substitute| s.program == spec.program)
+            {
+                continue; // a second row of the same program (already replaced)
+            }
+            match load_uprobe(&mut ebpf, spec.program, verifier_log_dir) {
                 Ok(()) => {}
-                Err(ProgramError::LoadError {
+                Err(TracerError::Verifier {
+                    program,
                     io_error,
-                    verifier_log,
+                    log_path,
                 }) => {
-                    let log_path = verifier_log_dir.join(format!("{}.verifier.log", spec.program));
-                    let _ = fs::write(&log_path, verifier_log.to_string());
-                    return Err(TracerError::Verifier {
-                        program: spec.program,
-                        io_error,
+                    let Some(&(_, instead)) = FALLBACKS.iter().find(|(p, _)| *p == program) else {
+                        return Err(TracerError::Verifier {
+                            program,
+                            io_error,
+                            log_path,
+                        });
+                    };
+                    load_uprobe(&mut ebpf, instead, verifier_log_dir)?;
+                    substitutes.push(Substitute {
+                        program,
+                        instead,
                         log_path,
                     });
                 }
-                Err(source) => {
-                    return Err(TracerError::Program {
-                        program: spec.program,
-                        source,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(Tracer {
@@ -256,6 +271,7 @@ impl Tracer {
             attached: HashMap::new(),
             flags: 0,
             socket_counting: false,
+            substitutes,
         })
     }
 
@@ -307,7 +323,8 @@ impl Tracer {
             let Some(spec) = PROBES.iter().find(|s| s.id == p.probe) else {
                 continue;
             };
-            let result = self.uprobe(spec.program).and_then(|prog| {
+            let program = self.program_for(spec.program);
+            let result = self.uprobe(program).and_then(|prog| {
                 prog.attach(
                     UProbeAttachLocation::AbsoluteOffset(p.file_offset + p.site.offset),
                     &target.exe_link,
@@ -321,7 +338,7 @@ impl Tracer {
                 })
             });
             match result {
-                Ok(link) => links.push((spec.program, link)),
+                Ok(link) => links.push((program, link)),
                 Err(e) => {
                     self.unlink(&mut links);
                     let _ = self.set_process(pid, None);
@@ -551,6 +568,19 @@ impl Tracer {
             .map_err(|source| TracerError::Map { map: RULES, source })
     }
 
+    /// Programs this kernel refused and what runs instead (empty on most kernels).
+    pub fn substitutes(&self) -> &[Substitute] {
+        &self.substitutes
+    }
+
+    /// The program loaded for the probe table's `program` (itself, or its stand-in).
+    fn program_for(&self, program: &'static str) -> &'static str {
+        self.substitutes
+            .iter()
+            .find(|s| s.program == program)
+            .map_or(program, |s| s.instead)
+    }
+
     fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, TracerError> {
         self.ebpf
             .program_mut(name)
@@ -669,6 +699,35 @@ fn cgroup2_in(mounts: &str) -> Option<PathBuf> {
     })
 }
 
+/// Loads one uprobe program; a verifier rejection saves its log in `verifier_log_dir`.
+fn load_uprobe(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    verifier_log_dir: &Path,
+) -> Result<(), TracerError> {
+    let prog: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or(TracerError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| TracerError::Program { program, source })?;
+    match prog.load() {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            let log_path = verifier_log_dir.join(format!("{program}.verifier.log"));
+            let _ = fs::write(&log_path, verifier_log.to_string());
+            Err(TracerError::Verifier {
+                program,
+                io_error,
+                log_path,
+            })
+        }
+        Err(source) => Err(TracerError::Program { program, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -701,6 +760,7 @@ mod tests {
             .collect();
         in_table.insert(super::SOCK_OPS_PROGRAM);
         in_table.insert(super::SK_MSG_PROGRAM);
+        in_table.extend(super::FALLBACKS.iter().map(|(_, instead)| *instead));
         assert_eq!(in_object, in_table);
         for map in [
             tracer_common::maps::EVENTS,

@@ -7,7 +7,7 @@
 
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use tracer_common::{
-    event::{HttpClientEndEvent, HttpClientEvent},
+    event::{GoStr, HttpClientEndEvent, HttpClientEvent, TRACEPARENT_LEN},
     maps::{COUNTER_FILTERED_CLIENT, SUPPRESS_CLIENT},
     offsets::FLAG_PROPAGATE,
     probe::ProbeId,
@@ -22,12 +22,24 @@ use crate::{
 
 #[uprobe]
 pub fn http_client(ctx: ProbeContext) -> u32 {
-    let _ = try_http_client(&ctx);
+    let _ = try_http_client::<true>(&ctx);
+    0
+}
+
+/// `http_client` without reading the request's own `Traceparent` out of its Header map, for
+/// kernels whose verifier gives up on the full program (Debian 12's 6.1: "BPF program is too
+/// large"). Without knowing whether the application set its own header it must not insert
+/// one, so it leaves nothing pending: outgoing requests are not propagated (the client spans
+/// still get their kernel ids and parents). User space loads it only when `http_client` is
+/// refused, and says so.
+#[uprobe]
+pub fn http_client_basic(ctx: ProbeContext) -> u32 {
+    let _ = try_http_client::<false>(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_http_client(ctx: &ProbeContext) -> Option<()> {
+fn try_http_client<const OWN_TRACEPARENT: bool>(ctx: &ProbeContext) -> Option<()> {
     let hit = probes::hit(ctx, ProbeId::HttpClient)?;
     let req = goabi::arg(ctx, 1);
     let mut entry = probes::reserve::<HttpClientEvent>()?;
@@ -56,17 +68,32 @@ fn try_http_client(ctx: &ProbeContext) -> Option<()> {
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
         (*ev).parent_goid = field_u64(hit.hdr.goroutine, off.g_parent_goid);
-        gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
         let parent = propagation::goroutine_ctx(hit.hdr.tgid, hit.hdr.goid, (*ev).parent_goid);
-        propagation::client_start(
-            hit.hdr.tgid,
-            parent,
-            &(*ev).traceparent,
-            &(*ev).path,
-            threshold,
-            hit.cfg.flags & FLAG_PROPAGATE != 0,
-            &mut (*ev).ids,
-        );
+        if OWN_TRACEPARENT {
+            gomap::read_traceparent(hit.cfg, req, &mut (*ev).traceparent);
+            propagation::client_start(
+                hit.hdr.tgid,
+                parent,
+                &(*ev).traceparent,
+                &(*ev).path,
+                threshold,
+                hit.cfg.flags & FLAG_PROPAGATE != 0,
+                &mut (*ev).ids,
+            );
+        } else {
+            (*ev).traceparent.len = 0;
+            (*ev).traceparent.read_error = 0;
+            let none = GoStr::<TRACEPARENT_LEN>::EMPTY;
+            propagation::client_start(
+                hit.hdr.tgid,
+                parent,
+                &none,
+                &(*ev).path,
+                threshold,
+                false,
+                &mut (*ev).ids,
+            );
+        }
         read_string(req, off.request_method, &mut (*ev).method);
         read_string(url, off.url_scheme, &mut (*ev).scheme);
         read_string(url, off.url_host, &mut (*ev).host);
