@@ -20,6 +20,7 @@ pub mod gofixture;
 pub mod http;
 pub mod jaeger;
 pub mod kraken;
+pub mod oci;
 pub mod procstat;
 pub mod qemu;
 pub mod waterfall;
