@@ -339,7 +339,14 @@ pub fn enrich(span: &mut SpanRecord) {
             i64::try_from(ms).unwrap_or(i64::MAX).into(),
         ));
     }
-    for (name, value) in m.params {
+    // A client's path is captured up to PATH_LEN bytes: a parameter reaching the cut (an upload
+    // id after a long digest) is partial, so it is not given as an attribute.
+    let cut = span.kind == SpanKind::Client && path.len() >= tracer_common::event::PATH_LEN;
+    let n = m.params.len();
+    for (i, (name, value)) in m.params.into_iter().enumerate() {
+        if cut && i + 1 == n && path.ends_with(value) {
+            continue;
+        }
         let (key, v) = match name {
             // Kraken uses the repository as the blob's namespace on registry pulls.
             "namespace" | "repo" => ("kraken.namespace", unescape(value)),
@@ -576,6 +583,18 @@ mod tests {
         );
         enrich(&mut c);
         assert_eq!(c.name, "backend.upload");
+        // An upload id cut off by the client path capture is not reported.
+        let long = format!(
+            "http://o:1/namespace/TODO/blobs/sha256:{HEX}/uploads/8885d7d8-5134-4514-ac13-c7742dceac95"
+        );
+        let cut = &long[..long.find("/namespace").unwrap() + tracer_common::event::PATH_LEN];
+        let mut p = span(SpanKind::Client, "PUT", "url.full", cut);
+        enrich(&mut p);
+        assert_eq!(p.attr("kraken.upload_id"), None);
+        assert_eq!(
+            p.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{HEX}")))
+        );
         assert_eq!(
             c.attr("kraken.backend_type"),
             Some(&AttrValue::Str("testfs".into()))
