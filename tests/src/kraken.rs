@@ -71,11 +71,16 @@ pub mod ports {
     pub const AGENT_PEER: u16 = 16001;
     /// Agent's own HTTP server (Go listens on TCP directly, no nginx).
     pub const AGENT_SERVER: u16 = 16002;
-    pub const ALL: [u16; 9] = [
+    /// A second origin ([`Cluster::start_with_replica`]): P2P and blob server ports.
+    pub const ORIGIN2_PEER: u16 = 15011;
+    pub const ORIGIN2: u16 = 15012;
+    pub const ALL: [u16; 11] = [
         TESTFS,
         PROXY,
         ORIGIN_PEER,
         ORIGIN,
+        ORIGIN2_PEER,
+        ORIGIN2,
         TRACKER,
         BUILD_INDEX,
         AGENT_REGISTRY,
@@ -94,6 +99,7 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const SOCKETS: &[&str] = &[
     "/tmp/kraken-agent-registry.sock",
     "/tmp/kraken-origin.sock",
+    "/tmp/kraken-origin2.sock",
     "/tmp/kraken-tracker.sock",
     "/tmp/kraken-build-index.sock",
     "/tmp/kraken-proxy.sock",
@@ -120,6 +126,9 @@ pub enum Component {
     BuildIndex,
     Proxy,
     Agent,
+    /// A second origin in the same hash ring (only with [`Cluster::start_with_replica`]; not in
+    /// [`Component::ALL`]): the replica of every blob.
+    Origin2,
 }
 
 impl Component {
@@ -141,6 +150,15 @@ impl Component {
             Component::BuildIndex => "build-index",
             Component::Proxy => "proxy",
             Component::Agent => "agent",
+            Component::Origin2 => "origin2",
+        }
+    }
+
+    /// Its executable's name.
+    pub fn exe(self) -> &'static str {
+        match self {
+            Component::Origin2 => "origin",
+            c => c.name(),
         }
     }
 
@@ -154,6 +172,7 @@ impl Component {
             Component::BuildIndex => ports::BUILD_INDEX,
             Component::Proxy => ports::PROXY,
             Component::Agent => ports::AGENT_SERVER,
+            Component::Origin2 => ports::ORIGIN2,
         }
     }
 
@@ -169,14 +188,14 @@ impl Component {
 
     /// The installed (unstripped) binary.
     pub fn bin(self) -> PathBuf {
-        install_dir().join("bin").join(self.name())
+        install_dir().join("bin").join(self.exe())
     }
 
     /// A stripped (`-ldflags=-s -w`) copy of the binary, built for agent and origin only.
     pub fn stripped_bin(self) -> Option<PathBuf> {
         let p = install_dir()
             .join("bin")
-            .join(format!("{}-stripped", self.name()));
+            .join(format!("{}-stripped", self.exe()));
         p.is_file().then_some(p)
     }
 
@@ -191,6 +210,14 @@ impl Component {
                 format!("--blobserver-port={}", ports::ORIGIN),
                 "--peer-ip=127.0.0.1".into(),
                 format!("--peer-port={}", ports::ORIGIN_PEER),
+                "--zone=local".into(),
+            ],
+            Component::Origin2 => vec![
+                config,
+                "--blobserver-hostname=localhost".into(),
+                format!("--blobserver-port={}", ports::ORIGIN2),
+                "--peer-ip=127.0.0.1".into(),
+                format!("--peer-port={}", ports::ORIGIN2_PEER),
                 "--zone=local".into(),
             ],
             Component::BuildIndex => vec![config, format!("--port={}", ports::BUILD_INDEX)],
@@ -220,6 +247,7 @@ impl Component {
             Component::Testfs => &[(ports::TESTFS, "/health")],
             Component::Tracker => &[(ports::TRACKER, "/health"), (ports::TRACKER, "/readiness")],
             Component::Origin => &[(ports::ORIGIN, "/health"), (ports::ORIGIN, "/readiness")],
+            Component::Origin2 => &[(ports::ORIGIN2, "/health"), (ports::ORIGIN2, "/readiness")],
             Component::BuildIndex => &[
                 (ports::BUILD_INDEX, "/health"),
                 (ports::BUILD_INDEX, "/readiness"),
@@ -251,12 +279,24 @@ pub struct Cluster {
     testfs_dir: Option<PathBuf>,
     started_in: Duration,
     _lock: ClusterLock,
+    /// Started with [`Component::Origin2`].
+    replica: bool,
 }
 
 impl Cluster {
     /// Starts the whole cluster and waits until every component answers its health and
     /// readiness checks. Fails with the tails of the component logs otherwise.
     pub fn start() -> Result<Cluster> {
+        Cluster::start_with(false)
+    }
+
+    /// The cluster with a second origin ([`Component::Origin2`], ports 15011/15012) in both
+    /// origins' hash ring: every committed upload is duplicated to the other origin.
+    pub fn start_with_replica() -> Result<Cluster> {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(replica: bool) -> Result<Cluster> {
         let install = install_dir();
         for c in Component::ALL {
             if !c.bin().is_file() {
@@ -291,6 +331,7 @@ impl Cluster {
             testfs_dir: None,
             started_in: Duration::ZERO,
             _lock: lock,
+            replica,
         };
         cluster.write_state()?;
         let testfs_before = testfs_dirs();
@@ -299,6 +340,12 @@ impl Cluster {
             cluster.spawn(c, &install, &hostname)?;
         }
         cluster.wait_ready(started)?;
+        if replica {
+            // After the first origin is up: both write their nginx config to the same path
+            // (/tmp/nginx/kraken-origin), read by each nginx as it starts.
+            cluster.spawn(Component::Origin2, &install, &hostname)?;
+            cluster.wait_ready(started)?;
+        }
         cluster.testfs_dir = testfs_dirs().difference(&testfs_before).next().cloned();
         cluster.write_state()?;
         cluster.started_in = started.elapsed();
@@ -321,7 +368,15 @@ impl Cluster {
                 .with_context(|| format!("reading {}", template.display()))?
                 .replace("@BASE@", &install.join("config").to_string_lossy())
                 .replace("@STATE@", &self.dir.to_string_lossy())
-                .replace("@HOSTNAME@", hostname);
+                .replace("@HOSTNAME@", hostname)
+                .replace(
+                    "@ORIGINS@",
+                    if self.replica {
+                        "[localhost:15002, localhost:15012]"
+                    } else {
+                        "[localhost:15002]"
+                    },
+                );
             let path = self.dir.join(format!("{}.yaml", c.name()));
             fs::write(&path, text)?;
             Some(path)
@@ -464,9 +519,11 @@ impl Cluster {
 
     /// Fails, with the logs, unless every component is alive.
     pub fn check_alive(&self) -> Result<()> {
-        let dead: Vec<&str> = Component::ALL
+        let dead: Vec<&str> = self
+            .procs
             .iter()
-            .filter(|c| !self.alive(**c))
+            .map(|p| p.component)
+            .filter(|c| !self.alive(*c))
             .map(|c| c.name())
             .collect();
         if !dead.is_empty() {

@@ -151,6 +151,9 @@ struct Process {
     uploads: HashMap<String, Upload>,
     /// Kraken proxy: started uploads whose id isn't known yet, oldest first (namespace, key).
     pending_uploads: VecDeque<(String, String)>,
+    /// Kraken origin: open `origin.replicate` spans, by the goroutine pushing a committed upload
+    /// to a replica origin.
+    replicating: HashMap<u64, Open>,
     /// Kraken origin: uploads committed recently (digest, context, end), newest last, for the
     /// asynchronous writeback to the backend.
     stored: VecDeque<(String, Ctx, u64)>,
@@ -230,6 +233,7 @@ impl Correlator {
                     + p.internal.len()
                     + p.refreshes.len()
                     + p.uploads.len()
+                    + p.replicating.len()
             })
             .sum()
     }
@@ -249,6 +253,7 @@ impl Correlator {
                 uploads: HashMap::new(),
                 pending_uploads: VecDeque::new(),
                 stored: VecDeque::new(),
+                replicating: HashMap::new(),
             },
         );
     }
@@ -260,7 +265,8 @@ impl Correlator {
                 + p.clients.len()
                 + p.internal.len()
                 + p.refreshes.len()
-                + p.uploads.len()) as u64;
+                + p.uploads.len()
+                + p.replicating.len()) as u64;
         }
     }
 
@@ -363,7 +369,12 @@ impl Correlator {
         let max_age = u64::try_from(self.limits.max_age.as_nanos()).unwrap_or(u64::MAX);
         let cutoff = mono_now.saturating_sub(max_age);
         for p in self.processes.values_mut() {
-            for map in [&mut p.servers, &mut p.clients, &mut p.internal] {
+            for map in [
+                &mut p.servers,
+                &mut p.clients,
+                &mut p.internal,
+                &mut p.replicating,
+            ] {
                 let before = map.len();
                 map.retain(|_, o| o.start_ns >= cutoff);
                 self.stats.expired += (before - map.len()) as u64;
@@ -650,6 +661,15 @@ fn join_upload(
     if u.step == UploadStep::Chunk {
         up.chunks += 1;
     }
+    if u.duplicate {
+        // Another origin pushed this upload here as its replica.
+        "origin.receive_replica".clone_into(&mut up.open.name);
+        for (k, v) in &mut up.open.attributes {
+            if *k == "kraken.replicate" {
+                *v = false.into();
+            }
+        }
+    }
     up.last_ns = now;
     let upctx = up.open.ctx;
     (cx.child(&upctx), Some(upctx.span_id), Some((key, u.step)))
@@ -745,6 +765,27 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
         Some((key, UploadStep::Commit)) => Some(key),
         _ => None,
     };
+    if commit.is_some() {
+        // A push to a replica that never reached its commit (an error on the way) ends with it.
+        let left: Vec<u64> = p
+            .replicating
+            .iter()
+            .filter(|(_, r)| r.parent == Some(span_id))
+            .map(|(g, _)| *g)
+            .collect();
+        for g in left {
+            if let Some(r) = p.replicating.remove(&g) {
+                let rec = cx.finish(
+                    p,
+                    r,
+                    e.hdr.ktime_ns,
+                    SpanStatus::Error("replica not committed".into()),
+                    SpanKind::Internal,
+                );
+                out(rec);
+            }
+        }
+    }
     let rec = cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server);
     if let Some(key) = commit {
         out(rec);
@@ -822,11 +863,21 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     // The innermost open span on this goroutine wins: a server span, else an internal span
     // (Kraken: the origin's cache write streams the backend download); only then the spans of
     // the goroutines that started this one.
-    let mut parent = p
-        .servers
-        .get(&goid)
-        .or_else(|| p.internal.get(&goid))
-        .map(|o| o.ctx);
+    let upload_step = (p.profile == Profile::Kraken && !e.path.truncated)
+        .then(|| crate::kraken::upload_request(&e.method.text, &e.path.text))
+        .flatten()
+        .map(|u| u.step);
+    let replicate = match p.replicating.get(&goid) {
+        Some(r) => Some(r.ctx),
+        None if upload_step == Some(UploadStep::Start) => start_replicate(p, &mut cx, e),
+        None => None,
+    };
+    let mut parent = replicate.or_else(|| {
+        p.servers
+            .get(&goid)
+            .or_else(|| p.internal.get(&goid))
+            .map(|o| o.ctx)
+    });
     let mut g = goid;
     for _ in 0..MAX_ANCESTRY {
         if parent.is_some() {
@@ -916,9 +967,42 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         digest,
         completed_ns: None,
         tcp: None,
-        upload: None,
+        upload: upload_step.map(|s| (String::new(), s)),
     };
     cx.insert(&mut p.clients, goid, open);
+}
+
+/// Kraken origin: a client upload started under the commit of an upload (on the commit's
+/// goroutine or one it spawned) pushes that blob to a replica origin: `origin.replicate` opens
+/// as the commit's child, and the replica's requests become its children.
+fn start_replicate(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient) -> Option<Ctx> {
+    let mut g = e.hdr.goid;
+    let mut commit = None;
+    for _ in 0..MAX_ANCESTRY {
+        if let Some(s) = p.servers.get(&g)
+            && let Some((key, UploadStep::Commit)) = &s.upload
+            && key.starts_with("origin.")
+        {
+            commit = s.digest.clone().map(|d| (s.ctx, d));
+            break;
+        }
+        match p.parents.get(&g) {
+            Some((pg, _)) if *pg != 0 && *pg != g => g = *pg,
+            _ => break,
+        }
+    }
+    let (cctx, digest) = commit?;
+    let ctx = cx.child(&cctx);
+    let open = internal_open(
+        ctx,
+        Some(cctx.span_id),
+        e.hdr.ktime_ns,
+        "origin.replicate",
+        &digest,
+        vec![("kraken.replica", e.host.text.clone().into())],
+    );
+    cx.insert(&mut p.replicating, e.hdr.goid, open);
+    Some(ctx)
 }
 
 /// The context of the upload of blob `digest` on this process: open, else committed within
@@ -984,7 +1068,12 @@ fn client_end(
             SpanStatus::Unset
         }
     };
-    out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
+    let commit = matches!(o.upload, Some((_, UploadStep::Commit)));
+    out(cx.finish(p, o, e.hdr.ktime_ns, status.clone(), SpanKind::Client));
+    if commit && let Some(r) = p.replicating.remove(&e.hdr.goid) {
+        // The replica's commit returned: the push to that replica is over.
+        out(cx.finish(p, r, e.hdr.ktime_ns, status, SpanKind::Internal));
+    }
 }
 
 fn kraken_event(
@@ -2142,6 +2231,104 @@ mod tests {
             2,
             "the cut PUT path links too"
         );
+    }
+
+    #[test]
+    fn commit_duplicated_to_a_replica_origin_is_source_transfer_destination() {
+        let mut c = kraken_correlator();
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(20, res, Profile::Kraken);
+        let hex = "9a".repeat(32);
+        let base = format!("/namespace/ns/blobs/sha256:{hex}/uploads");
+        let dup = format!("/internal/duplicate/namespace/ns/blobs/sha256:{hex}/uploads/u-b");
+        let b = |ev| in_pid(ev, 20);
+        let spans = run(
+            &mut c,
+            &[
+                req("POST", 5, 100, &base),
+                serve_end(5, 110, 200, ""),
+                req("PUT", 8, 120, &format!("{base}/u-a")),
+                // applyToReplicas: goroutine 50, spawned by the commit's goroutine 8.
+                call(50, 8, 130, "POST", "localhost:15012", &base),
+                b(req("POST", 60, 131, &base)),
+                b(serve_end(60, 132, 200, "")),
+                client_end(50, 133, 200, false),
+                call(
+                    50,
+                    8,
+                    140,
+                    "PATCH",
+                    "localhost:15012",
+                    &format!("{base}/u-b"),
+                ),
+                b(req("PATCH", 61, 141, &format!("{base}/u-b"))),
+                b(serve_end(61, 142, 200, "")),
+                client_end(50, 143, 200, false),
+                call(50, 8, 150, "PUT", "localhost:15012", &dup),
+                b(req("PUT", 62, 151, &dup)),
+                b(serve_end(62, 152, 200, "")),
+                client_end(50, 153, 200, false),
+                serve_end(8, 160, 200, ""),
+            ],
+        );
+        let named = |n: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("{n}: {spans:?}"))
+        };
+        let store = named("origin.store_blob");
+        let commit = spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Server
+                    && s.parent_span_id == Some(store.span_id)
+                    && s.attr("http.request.method") == Some(&AttrValue::Str("PUT".into()))
+            })
+            .unwrap();
+        let source = named("origin.replicate");
+        assert_eq!(source.parent_span_id, Some(commit.span_id));
+        assert_eq!(source.kind, SpanKind::Internal);
+        assert_eq!(
+            source.attr("kraken.replica"),
+            Some(&AttrValue::Str("localhost:15012".into()))
+        );
+        assert_eq!(
+            source.end,
+            spans
+                .iter()
+                .find(|s| s.kind == SpanKind::Client && s.name.starts_with("PUT"))
+                .unwrap()
+                .end
+        );
+        let transfers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Client)
+            .collect();
+        assert_eq!(transfers.len(), 3);
+        assert!(
+            transfers
+                .iter()
+                .all(|t| t.parent_span_id == Some(source.span_id))
+        );
+        let dest = named("origin.receive_replica");
+        let post = transfers
+            .iter()
+            .find(|t| t.name.starts_with("POST"))
+            .unwrap();
+        assert_eq!(dest.parent_span_id, Some(post.span_id));
+        assert_eq!(dest.attr("kraken.replicate"), Some(&AttrValue::Bool(false)));
+        let on_b: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(dest.span_id))
+            .collect();
+        assert_eq!(
+            on_b.len(),
+            3,
+            "POST, PATCH and the duplicate commit on the replica"
+        );
+        assert!(spans.iter().all(|s| s.trace_id == store.trace_id));
+        assert_eq!(c.open_spans(), 0);
     }
 
     #[test]

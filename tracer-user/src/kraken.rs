@@ -248,6 +248,9 @@ pub struct UploadRequest {
     /// Origin cluster uploads are duplicated to the replica origins and written back to the
     /// backend on commit; transfers between origins are not.
     pub replicate: Option<bool>,
+    /// The commit of a duplicated upload (`PUT /internal/duplicate/…`): the upload it ends is a
+    /// replica another origin pushed here.
+    pub duplicate: bool,
 }
 
 /// The upload a request is a step of, if it is one.
@@ -263,6 +266,10 @@ pub fn upload_request(method: &str, path: &str) -> Option<UploadRequest> {
         }
         "/internal/blobs/{digest}/uploads" | "/internal/blobs/{digest}/uploads/{uid}" => {
             ("origin.receive_replica", Some(false))
+        }
+        // A replica's upload starts as a cluster upload and is committed by the duplicate route.
+        "/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}" => {
+            ("origin.store_blob", Some(true))
         }
         _ => return None,
     };
@@ -283,6 +290,7 @@ pub fn upload_request(method: &str, path: &str) -> Option<UploadRequest> {
         digest: param("digest").map(digest),
         upload_id: param("uid").map(str::to_owned),
         replicate,
+        duplicate: m.route.template.starts_with("/internal/duplicate/"),
     })
 }
 
@@ -564,6 +572,12 @@ mod tests {
         assert_eq!(
             (u.span_name, u.replicate),
             ("origin.receive_replica", Some(false))
+        );
+        let dup = format!("/internal/duplicate/namespace/a/blobs/sha256:{HEX}/uploads/u-3");
+        let u = upload_request("PUT", &dup).unwrap();
+        assert_eq!(
+            (u.span_name, u.step, u.duplicate),
+            ("origin.store_blob", UploadStep::Commit, true)
         );
         assert_eq!(upload_request("GET", "/v2/r/blobs/uploads/u"), None);
         assert_eq!(
