@@ -4,7 +4,9 @@
 //!   `origin.store_blob` with the origin's POST/PATCH/PUT as children → `backend.upload` (the
 //!   origin's asynchronous writeback to testfs, linked by digest);
 //! - a direct chunked upload to the origin: one `origin.store_blob` root with every request as
-//!   its child.
+//!   its child;
+//! - with two origins, the commit's duplicate to the replica: `origin.replicate` → requests →
+//!   `origin.receive_replica` in the upload's trace.
 
 use std::{fs, time::Duration};
 
@@ -55,6 +57,7 @@ fn render(trace: &Trace) -> String {
             "kraken.upload_id",
             "kraken.chunks",
             "kraken.replicate",
+            "kraken.replica",
             "kraken.backend_type",
             "http.response.status_code",
         ];
@@ -131,10 +134,12 @@ fn assert_store_blob<'t>(trace: &'t Trace, digest: &str, patches: usize) -> &'t 
     assert_eq!(backend.attr("kraken.digest"), Some(digest));
     assert!(backend.attr("kraken.duration_ms").is_some());
     assert_eq!(backend.attr("http.response.status_code"), Some("200"));
-    assert!(
-        backend.start_unix_nano >= store.end_unix_nano,
-        "the writeback is asynchronous"
-    );
+    // Asynchronous: queued by the commit (it may run while the commit still duplicates).
+    let commit = trace
+        .children(&store.span_id)
+        .find(|s| method(s) == "PUT")
+        .unwrap();
+    assert!(backend.start_unix_nano >= commit.start_unix_nano);
     store
 }
 
@@ -281,4 +286,98 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
         "POST, PATCH and PUT are not separate roots"
     );
     let _ = fs::remove_dir_all(&work);
+}
+
+/// Replication inside a cluster: with two origins in the hash ring, the commit of an upload to
+/// the first is duplicated to the second. The upload's trace holds the three spans of the hop:
+/// `origin.replicate` on the first (source), its requests to the second (transfer), and
+/// `origin.receive_replica` on the second (destination) with those requests as children.
+#[test]
+fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
+    let cluster = Cluster::start_with_replica().expect("start the Kraken cluster with 2 origins");
+    let jaeger = Jaeger::start().expect("start Jaeger");
+    let tracer = cluster
+        .trace(
+            &[Component::Origin, Component::Origin2],
+            &["--stdout", "--otlp-endpoint", &jaeger.otlp_grpc],
+        )
+        .expect("attach to Kraken");
+    let blob = kraken::random_bytes(200 << 10).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        cluster
+            .upload_to_origin("rep/ns", &blob, 128 << 10)
+            .unwrap()
+    );
+    let since = std::time::SystemTime::now() - Duration::from_secs(600);
+    let stores = || -> Vec<Span> {
+        jaeger
+            .traces("kraken-origin", since)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|t| t.spans)
+            .filter(|s| s.name == "origin.store_blob" && s.attr("kraken.digest") == Some(&digest))
+            .collect()
+    };
+    assert!(tracer_it::wait_until(WAIT, || !stores().is_empty()));
+    let store = stores().remove(0);
+    let trace = full_trace(
+        &jaeger,
+        &store.trace_id,
+        &[
+            "origin.store_blob",
+            "origin.replicate",
+            "origin.receive_replica",
+            "backend.upload",
+        ],
+    );
+    let trees = tracer.stdout_text();
+    let (status, log) = tracer.stop().unwrap();
+    assert!(status.success(), "{log}");
+    eprintln!("{trees}\n{}", render(&trace));
+    cluster.check_alive().expect("Kraken survived being traced");
+
+    let store = assert_store_blob(&trace, &digest, 2);
+    assert_eq!(store.parent_span_id, None);
+    let commit = trace
+        .children(&store.span_id)
+        .find(|s| method(s) == "PUT")
+        .unwrap();
+    let source = trace.span("origin.replicate").unwrap();
+    assert_eq!(source.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(source.service_name, "kraken-origin");
+    assert_eq!(
+        source.parent_span_id.as_deref(),
+        Some(commit.span_id.as_str())
+    );
+    assert_eq!(source.attr("kraken.replica"), Some("localhost:15012"));
+    assert_eq!(source.attr("kraken.digest"), Some(digest.as_str()));
+    // Transfer: the first origin's requests to the replica (upload start, chunk, duplicate commit).
+    let transfers: Vec<&Span> = trace.children(&source.span_id).collect();
+    assert!(transfers.iter().all(|t| t.kind == "SPAN_KIND_CLIENT"));
+    assert_eq!(
+        child_methods(&trace, source, "SPAN_KIND_CLIENT"),
+        ["PATCH", "POST", "PUT"]
+    );
+    assert!(transfers.iter().any(|t| t.attr("http.route")
+        == Some("/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}")));
+    // Destination: the replica's upload, under the transfer that started it.
+    let dest = trace.span("origin.receive_replica").unwrap();
+    assert_eq!(dest.service_name, "kraken-origin2");
+    assert_eq!(dest.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(dest.attr("kraken.replicate"), Some("false"));
+    assert_eq!(dest.attr("kraken.digest"), Some(digest.as_str()));
+    let post = transfers.iter().find(|t| method(t) == "POST").unwrap();
+    assert_eq!(dest.parent_span_id.as_deref(), Some(post.span_id.as_str()));
+    let received = child_methods(&trace, dest, "SPAN_KIND_SERVER");
+    assert_eq!(received, ["PATCH", "POST", "PUT"], "{}", render(&trace));
+    assert!(
+        trace
+            .children(&dest.span_id)
+            .all(|s| s.service_name == "kraken-origin2")
+    );
+    assert!(
+        source.start_unix_nano >= commit.start_unix_nano
+            && source.end_unix_nano <= commit.end_unix_nano
+    );
 }
