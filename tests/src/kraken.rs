@@ -74,7 +74,14 @@ pub mod ports {
     /// A second origin ([`Cluster::start_with_replica`]): P2P and blob server ports.
     pub const ORIGIN2_PEER: u16 = 15011;
     pub const ORIGIN2: u16 = 15012;
-    pub const ALL: [u16; 11] = [
+    /// The remote cluster ([`Cluster::start_with_remote`]): its origin and build-index.
+    pub const REMOTE_ORIGIN_PEER: u16 = 15021;
+    pub const REMOTE_ORIGIN: u16 = 15022;
+    pub const REMOTE_BUILD_INDEX: u16 = 15024;
+    pub const ALL: [u16; 14] = [
+        REMOTE_ORIGIN_PEER,
+        REMOTE_ORIGIN,
+        REMOTE_BUILD_INDEX,
         TESTFS,
         PROXY,
         ORIGIN_PEER,
@@ -100,6 +107,8 @@ const SOCKETS: &[&str] = &[
     "/tmp/kraken-agent-registry.sock",
     "/tmp/kraken-origin.sock",
     "/tmp/kraken-origin2.sock",
+    "/tmp/kraken-remote-origin.sock",
+    "/tmp/kraken-remote-build-index.sock",
     "/tmp/kraken-tracker.sock",
     "/tmp/kraken-build-index.sock",
     "/tmp/kraken-proxy.sock",
@@ -129,6 +138,10 @@ pub enum Component {
     /// A second origin in the same hash ring (only with [`Cluster::start_with_replica`]; not in
     /// [`Component::ALL`]): the replica of every blob.
     Origin2,
+    /// The remote cluster's origin and build-index (only with [`Cluster::start_with_remote`]):
+    /// the local build-index replicates tags to it.
+    RemoteOrigin,
+    RemoteBuildIndex,
 }
 
 impl Component {
@@ -151,13 +164,16 @@ impl Component {
             Component::Proxy => "proxy",
             Component::Agent => "agent",
             Component::Origin2 => "origin2",
+            Component::RemoteOrigin => "remote-origin",
+            Component::RemoteBuildIndex => "remote-build-index",
         }
     }
 
     /// Its executable's name.
     pub fn exe(self) -> &'static str {
         match self {
-            Component::Origin2 => "origin",
+            Component::Origin2 | Component::RemoteOrigin => "origin",
+            Component::RemoteBuildIndex => "build-index",
             c => c.name(),
         }
     }
@@ -173,6 +189,8 @@ impl Component {
             Component::Proxy => ports::PROXY,
             Component::Agent => ports::AGENT_SERVER,
             Component::Origin2 => ports::ORIGIN2,
+            Component::RemoteOrigin => ports::REMOTE_ORIGIN,
+            Component::RemoteBuildIndex => ports::REMOTE_BUILD_INDEX,
         }
     }
 
@@ -220,6 +238,17 @@ impl Component {
                 format!("--peer-port={}", ports::ORIGIN2_PEER),
                 "--zone=local".into(),
             ],
+            Component::RemoteOrigin => vec![
+                config,
+                "--blobserver-hostname=localhost".into(),
+                format!("--blobserver-port={}", ports::REMOTE_ORIGIN),
+                "--peer-ip=127.0.0.1".into(),
+                format!("--peer-port={}", ports::REMOTE_ORIGIN_PEER),
+                "--zone=local".into(),
+            ],
+            Component::RemoteBuildIndex => {
+                vec![config, format!("--port={}", ports::REMOTE_BUILD_INDEX)]
+            }
             Component::BuildIndex => vec![config, format!("--port={}", ports::BUILD_INDEX)],
             Component::Proxy => vec![config, format!("--port={}", ports::PROXY)],
             Component::Agent => vec![
@@ -248,6 +277,14 @@ impl Component {
             Component::Tracker => &[(ports::TRACKER, "/health"), (ports::TRACKER, "/readiness")],
             Component::Origin => &[(ports::ORIGIN, "/health"), (ports::ORIGIN, "/readiness")],
             Component::Origin2 => &[(ports::ORIGIN2, "/health"), (ports::ORIGIN2, "/readiness")],
+            Component::RemoteOrigin => &[
+                (ports::REMOTE_ORIGIN, "/health"),
+                (ports::REMOTE_ORIGIN, "/readiness"),
+            ],
+            Component::RemoteBuildIndex => &[
+                (ports::REMOTE_BUILD_INDEX, "/health"),
+                (ports::REMOTE_BUILD_INDEX, "/readiness"),
+            ],
             Component::BuildIndex => &[
                 (ports::BUILD_INDEX, "/health"),
                 (ports::BUILD_INDEX, "/readiness"),
@@ -281,22 +318,31 @@ pub struct Cluster {
     _lock: ClusterLock,
     /// Started with [`Component::Origin2`].
     replica: bool,
+    /// Started with the remote cluster.
+    remote: bool,
 }
 
 impl Cluster {
     /// Starts the whole cluster and waits until every component answers its health and
     /// readiness checks. Fails with the tails of the component logs otherwise.
     pub fn start() -> Result<Cluster> {
-        Cluster::start_with(false)
+        Cluster::start_with(false, false)
+    }
+
+    /// The cluster plus a small remote cluster (an origin on 15022 and a build-index on 15024,
+    /// backed by the same testfs under other roots) configured as the remote of the local
+    /// build-index for every tag: a tag put with `?replicate=true` is replicated to it.
+    pub fn start_with_remote() -> Result<Cluster> {
+        Cluster::start_with(false, true)
     }
 
     /// The cluster with a second origin ([`Component::Origin2`], ports 15011/15012) in both
     /// origins' hash ring: every committed upload is duplicated to the other origin.
     pub fn start_with_replica() -> Result<Cluster> {
-        Cluster::start_with(true)
+        Cluster::start_with(true, false)
     }
 
-    fn start_with(replica: bool) -> Result<Cluster> {
+    fn start_with(replica: bool, remote: bool) -> Result<Cluster> {
         let install = install_dir();
         for c in Component::ALL {
             if !c.bin().is_file() {
@@ -332,6 +378,7 @@ impl Cluster {
             started_in: Duration::ZERO,
             _lock: lock,
             replica,
+            remote,
         };
         cluster.write_state()?;
         let testfs_before = testfs_dirs();
@@ -345,6 +392,12 @@ impl Cluster {
             // (/tmp/nginx/kraken-origin), read by each nginx as it starts.
             cluster.spawn(Component::Origin2, &install, &hostname)?;
             cluster.wait_ready(started)?;
+        }
+        if remote {
+            for c in [Component::RemoteOrigin, Component::RemoteBuildIndex] {
+                cluster.spawn(c, &install, &hostname)?;
+                cluster.wait_ready(started)?;
+            }
         }
         cluster.testfs_dir = testfs_dirs().difference(&testfs_before).next().cloned();
         cluster.write_state()?;
@@ -369,6 +422,14 @@ impl Cluster {
                 .replace("@BASE@", &install.join("config").to_string_lossy())
                 .replace("@STATE@", &self.dir.to_string_lossy())
                 .replace("@HOSTNAME@", hostname)
+                .replace(
+                    "@REMOTES@",
+                    if self.remote {
+                        r#"{"localhost:15024": [".*"]}"#
+                    } else {
+                        "{}"
+                    },
+                )
                 .replace(
                     "@ORIGINS@",
                     if self.replica {

@@ -58,6 +58,9 @@ fn render(trace: &Trace) -> String {
             "kraken.chunks",
             "kraken.replicate",
             "kraken.replica",
+            "kraken.tag",
+            "kraken.remote",
+            "kraken.digest",
             "kraken.backend_type",
             "http.response.status_code",
         ];
@@ -380,4 +383,143 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
         source.start_unix_nano >= commit.start_unix_nano
             && source.end_unix_nano <= commit.end_unix_nano
     );
+}
+
+/// Cross-cluster replication: a push through the proxy puts the tag on the build-index with
+/// `?replicate=true`; its tag replication executor (a persisted-retry worker) asks the remote
+/// build-index, has the origin push every blob of the image to the remote cluster's origin
+/// (`replicateToRemote`), then puts the tag there. One tracer traces both clusters: all of it
+/// is in the push's trace.
+#[test]
+fn tag_replication_to_a_remote_cluster_is_in_the_push_trace() {
+    let cluster = Cluster::start_with_remote().expect("start the Kraken clusters");
+    let jaeger = Jaeger::start().expect("start Jaeger");
+    let tracer = cluster
+        .trace(
+            &[
+                Component::Proxy,
+                Component::Origin,
+                Component::BuildIndex,
+                Component::RemoteOrigin,
+                Component::RemoteBuildIndex,
+            ],
+            &["--stdout", "--otlp-endpoint", &jaeger.otlp_grpc],
+        )
+        .expect("attach to Kraken");
+    let work = std::env::temp_dir().join(format!("kraken-tracer-rem-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    oci_image(&work.join("src"));
+    let src = format!("oci:{}:v1", work.join("src").display());
+    let pushed = format!("docker://localhost:{}/{REPO}:v1", ports::PROXY);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &src,
+        &pushed,
+    ]);
+    let tag = format!("{REPO}:v1");
+    assert!(
+        tracer_it::wait_until(WAIT, || tracer_it::request(
+            Component::RemoteBuildIndex.addr(),
+            "GET",
+            "/tags/kraken-tracer%2Fupload:v1"
+        )
+        .unwrap_or(0)
+            == 200),
+        "the tag never reached the remote build-index"
+    );
+    let since = std::time::SystemTime::now() - Duration::from_secs(600);
+    let replication = || -> Option<Span> {
+        jaeger
+            .traces("kraken-build-index", since)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|t| t.spans)
+            .find(|s| s.name == "build_index.replicate_tag")
+    };
+    assert!(tracer_it::wait_until(WAIT, || replication().is_some()));
+    let rep = replication().unwrap();
+    let trace = full_trace(
+        &jaeger,
+        &rep.trace_id,
+        &[
+            "build_index.replicate_tag",
+            "origin.replicate_to_remote",
+            "origin.store_blob",
+        ],
+    );
+    let (status, log) = tracer.stop().unwrap();
+    assert!(status.success(), "{log}");
+    // Every exporter flushed at exit: read the whole trace again.
+    let trace = jaeger.trace(&trace.trace_id).unwrap().unwrap_or(trace);
+    eprintln!("{}", render(&trace));
+    cluster.check_alive().expect("Kraken survived being traced");
+
+    let by_id = |id: &str| trace.spans.iter().find(|s| s.span_id == id);
+    // Source: the worker's replication, under the tag put that queued it (itself under the
+    // proxy's call: the push's trace).
+    assert_eq!(rep.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(rep.attr("kraken.tag"), Some(tag.as_str()));
+    let put = by_id(rep.parent_span_id.as_deref().unwrap()).expect("the tag put");
+    assert_eq!(put.service_name, "kraken-build-index");
+    assert_eq!(put.attr("http.route"), Some("/tags/{tag}/digest/{digest}"));
+    let caller = by_id(put.parent_span_id.as_deref().unwrap()).expect("the proxy's call");
+    assert_eq!(caller.service_name, "kraken-proxy");
+    assert_eq!(trace.roots().count(), 1);
+    assert_eq!(trace.roots().next().unwrap().service_name, "kraken-proxy");
+    // Transfer: per blob, the origin pushes it to the remote origin; destination: the remote
+    // origin's origin.store_blob.
+    let pushes: Vec<&Span> = trace
+        .spans
+        .iter()
+        .filter(|s| s.name == "origin.replicate_to_remote")
+        .collect();
+    assert!(
+        pushes.len() >= 2,
+        "config, layer (and manifest): {}",
+        render(&trace)
+    );
+    for push in pushes {
+        assert_eq!(push.service_name, "kraken-origin");
+        assert_eq!(push.kind, "SPAN_KIND_SERVER");
+        let call = by_id(push.parent_span_id.as_deref().unwrap()).unwrap();
+        assert_eq!(call.parent_span_id.as_deref(), Some(rep.span_id.as_str()));
+        let digest = push.attr("kraken.digest").unwrap();
+        let stored = trace
+            .spans
+            .iter()
+            .find(|s| {
+                s.name == "origin.store_blob"
+                    && s.service_name == "kraken-remote-origin"
+                    && s.attr("kraken.digest") == Some(digest)
+            })
+            .unwrap_or_else(|| panic!("{digest} not stored remotely: {}", render(&trace)));
+        let upload_call = by_id(stored.parent_span_id.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            upload_call.parent_span_id.as_deref(),
+            Some(push.span_id.as_str())
+        );
+        assert_eq!(
+            child_methods(&trace, stored, "SPAN_KIND_SERVER"),
+            ["PATCH", "POST", "PUT"]
+        );
+    }
+    // Last, the tag itself on the remote build-index.
+    let remote_put = trace
+        .spans
+        .iter()
+        .find(|s| {
+            s.service_name == "kraken-remote-build-index"
+                && s.attr("http.route") == Some("/tags/{tag}/digest/{digest}")
+        })
+        .expect("the remote tag put");
+    let call = by_id(remote_put.parent_span_id.as_deref().unwrap()).unwrap();
+    assert_eq!(call.parent_span_id.as_deref(), Some(rep.span_id.as_str()));
+    assert_eq!(
+        rep.end_unix_nano, call.end_unix_nano,
+        "the replication ends with it"
+    );
+    let _ = fs::remove_dir_all(&work);
 }

@@ -154,6 +154,9 @@ struct Process {
     /// Kraken origin: open `origin.replicate` spans, by the goroutine pushing a committed upload
     /// to a replica origin.
     replicating: HashMap<u64, Open>,
+    /// Kraken build-index: tags put recently (tag, context, start), newest last: the tag
+    /// replication executor's calls for a tag join the put that caused them.
+    tag_puts: VecDeque<(String, Ctx, u64)>,
     /// Kraken origin: uploads committed recently (digest, context, end), newest last, for the
     /// asynchronous writeback to the backend.
     stored: VecDeque<(String, Ctx, u64)>,
@@ -254,6 +257,7 @@ impl Correlator {
                 pending_uploads: VecDeque::new(),
                 stored: VecDeque::new(),
                 replicating: HashMap::new(),
+                tag_puts: VecDeque::new(),
             },
         );
     }
@@ -390,6 +394,7 @@ impl Correlator {
             p.pending_uploads.retain(|(_, k)| uploads.contains_key(k));
             let stored_cutoff = mono_now.saturating_sub(STORED_WINDOW_NS);
             p.stored.retain(|(_, _, end)| *end >= stored_cutoff);
+            p.tag_puts.retain(|(_, _, start)| *start >= stored_cutoff);
             // Goroutines end without telling us: a parent link unused for a while is dropped
             // (a later call on that goroutine carries its parent again).
             let parents_cutoff = mono_now.saturating_sub(PARENT_IDLE_NS);
@@ -534,6 +539,15 @@ fn server_start(
             attributes.push(("kraken.digest", d.clone().into()));
             digest = Some(d);
         }
+    }
+    if p.profile == Profile::Kraken
+        && crate::kraken::is_tag_put(&e.method.text, e.path())
+        && let Some(tag) = crate::kraken::tag_in_path(&e.method.text, e.path())
+    {
+        if p.tag_puts.len() >= MAX_STORED {
+            p.tag_puts.pop_front();
+        }
+        p.tag_puts.push_back((tag, ctx, e.hdr.ktime_ns));
     }
     let upload = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::upload_request(&e.method.text, e.path()))
@@ -870,7 +884,7 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     let replicate = match p.replicating.get(&goid) {
         Some(r) => Some(r.ctx),
         None if upload_step == Some(UploadStep::Start) => start_replicate(p, &mut cx, e),
-        None => None,
+        None => start_tag_replication(p, &mut cx, e),
     };
     let mut parent = replicate.or_else(|| {
         p.servers
@@ -972,6 +986,53 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     cx.insert(&mut p.clients, goid, open);
 }
 
+/// Kraken build-index: a call about a tag from a goroutine with no traced parent (the tag
+/// replication executor runs on a persisted-retry worker) joins the recent put of that tag:
+/// `build_index.replicate_tag` opens there, and the worker's calls (remote build-index, the
+/// origin's `replicateToRemote` per blob, the remote tag put) become its children.
+fn start_tag_replication(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient) -> Option<Ctx> {
+    if p.profile != Profile::Kraken || e.path.truncated {
+        return None;
+    }
+    let tag = crate::kraken::tag_in_path(&e.method.text, &e.path.text)?;
+    let goid = e.hdr.goid;
+    if p.internal.contains_key(&goid) {
+        return None;
+    }
+    // Only where goroutine ancestry finds no request: a handler's own calls stay under it.
+    let mut g = goid;
+    for _ in 0..MAX_ANCESTRY {
+        if p.servers.contains_key(&g) {
+            return None;
+        }
+        match p.parents.get(&g) {
+            Some((pg, _)) if *pg != 0 && *pg != g => g = *pg,
+            _ => break,
+        }
+    }
+    let now = e.hdr.ktime_ns;
+    let (_, put, _) = p
+        .tag_puts
+        .iter()
+        .rev()
+        .find(|(t, _, start)| *t == tag && now.saturating_sub(*start) <= STORED_WINDOW_NS)?;
+    let put = *put;
+    let ctx = cx.child(&put);
+    let mut open = internal_open(
+        ctx,
+        Some(put.span_id),
+        now,
+        "build_index.replicate_tag",
+        "",
+        vec![("kraken.tag", tag.into())],
+    );
+    // Not about one blob: no digest attribute.
+    open.attributes.retain(|(k, _)| *k != "kraken.digest");
+    open.digest = None;
+    cx.insert(&mut p.replicating, goid, open);
+    Some(ctx)
+}
+
 /// Kraken origin: a client upload started under the commit of an upload (on the commit's
 /// goroutine or one it spawned) pushes that blob to a replica origin: `origin.replicate` opens
 /// as the commit's child, and the replica's requests become its children.
@@ -1068,7 +1129,14 @@ fn client_end(
             SpanStatus::Unset
         }
     };
-    let commit = matches!(o.upload, Some((_, UploadStep::Commit)));
+    // The replica's commit, or the tag replication's final remote tag put, ends the push.
+    let commit = matches!(o.upload, Some((_, UploadStep::Commit)))
+        || (p.profile == Profile::Kraken
+            && o.name == "PUT"
+            && o.attributes.iter().any(|(k, v)| {
+                *k == "url.full"
+                    && matches!(v, AttrValue::Str(u) if crate::kraken::is_tag_put("PUT", path_of(u)))
+            }));
     out(cx.finish(p, o, e.hdr.ktime_ns, status.clone(), SpanKind::Client));
     if commit && let Some(r) = p.replicating.remove(&e.hdr.goid) {
         // The replica's commit returned: the push to that replica is over.
@@ -1189,6 +1257,12 @@ impl Open {
     fn attr_missing(&self, key: &str) -> bool {
         !self.attributes.iter().any(|(k, _)| *k == key)
     }
+}
+
+/// The path of a `url.full` as the client span records it (`scheme://host/path`).
+fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 /// "GET /items/{id}" or "example.com/items/" (Go ServeMux patterns) → the path part.
@@ -2328,6 +2402,61 @@ mod tests {
             "POST, PATCH and the duplicate commit on the replica"
         );
         assert!(spans.iter().all(|s| s.trace_id == store.trace_id));
+        assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn tag_replication_worker_calls_join_the_tag_put() {
+        let mut c = kraken_correlator();
+        let hex = "bc".repeat(32);
+        let put = format!("/tags/repo%2Fa:v1/digest/sha256:{hex}");
+        let local = "localhost:15002";
+        let remote = "localhost:15024";
+        let spans = run(
+            &mut c,
+            &[
+                req("PUT", 5, 100, &put),
+                serve_end(5, 110, 200, ""),
+                // The executor: worker goroutine 70, not descended from the handler.
+                call(70, 2, 200, "HEAD", remote, "/tags/repo%2Fa:v1"),
+                client_end(70, 201, 404, false),
+                call(70, 2, 210, "GET", remote, "/origin"),
+                client_end(70, 211, 200, false),
+                call(
+                    70,
+                    2,
+                    220,
+                    "POST",
+                    local,
+                    &format!("/namespace/repo%2Fa:v1/blobs/sha256:{hex}/remote/localhost:15022"),
+                ),
+                client_end(70, 230, 200, false),
+                call(70, 2, 240, "PUT", remote, &put),
+                client_end(70, 250, 200, false),
+                // A later call on that worker about nothing traced: not joined.
+                call(70, 2, 300, "GET", remote, "/origin"),
+                client_end(70, 301, 200, false),
+            ],
+        );
+        let tag_put = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+        let rep = spans
+            .iter()
+            .find(|s| s.name == "build_index.replicate_tag")
+            .unwrap();
+        assert_eq!(rep.parent_span_id, Some(tag_put.span_id));
+        assert_eq!(
+            rep.attr("kraken.tag"),
+            Some(&AttrValue::Str("repo/a:v1".into()))
+        );
+        assert_eq!(rep.attr("kraken.digest"), None);
+        let under: Vec<_> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == Some(rep.span_id))
+            .collect();
+        assert_eq!(under.len(), 4, "{spans:?}");
+        assert_eq!(rep.end, under[3].end, "ends with the remote tag put");
+        let last = spans.last().unwrap();
+        assert_eq!(last.parent_span_id, None);
         assert_eq!(c.open_spans(), 0);
     }
 

@@ -56,10 +56,14 @@ const ROUTES: &[Route] = &[
         "/namespace/{namespace}/blobs/{digest}/uploads/{uid}",
     ),
     r("PUT", "/namespace/{namespace}/blobs/{digest}/uploads/{uid}"),
-    r(
-        "POST",
-        "/namespace/{namespace}/blobs/{digest}/remote/{remote}",
-    ),
+    // The origin pushing a blob to a remote cluster's origin (tag replication's per-blob step).
+    Route {
+        server_name: Some("origin.replicate_to_remote"),
+        ..r(
+            "POST",
+            "/namespace/{namespace}/blobs/{digest}/remote/{remote}",
+        )
+    },
     r("POST", "/namespace/{namespace}/blobs/{digest}/prefetch"),
     r(
         "PUT",
@@ -304,6 +308,27 @@ pub fn backend_blob(method: &str, path: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| *k == "hex")
         .map(|(_, v)| digest(v))
+}
+
+/// The tag a build-index request is about (`/tags/{tag}…`), or the one the tag replication
+/// executor passes as the namespace of `POST /namespace/{tag}/blobs/{digest}/remote/{remote}`.
+pub fn tag_in_path(method: &str, path: &str) -> Option<String> {
+    let m = match_route(method, path)?;
+    let want = match m.route.template {
+        "/namespace/{namespace}/blobs/{digest}/remote/{remote}" => "namespace",
+        "/tags/{tag}" | "/tags/{tag}/digest/{digest}" => "tag",
+        _ => return None,
+    };
+    m.params
+        .iter()
+        .find(|(k, _)| *k == want)
+        .map(|(_, v)| unescape(v))
+}
+
+/// Whether a request puts a tag (`PUT /tags/{tag}/digest/{digest}`): on a build-index, what
+/// starts tag replication; sent by the replication executor, its last step.
+pub fn is_tag_put(method: &str, path: &str) -> bool {
+    match_route(method, path).is_some_and(|m| m.route.template == "/tags/{tag}/digest/{digest}")
 }
 
 /// Adds the Kraken names and attributes to a span of a Kraken process, if its path is a
@@ -613,6 +638,27 @@ mod tests {
             c.attr("kraken.backend_type"),
             Some(&AttrValue::Str("testfs".into()))
         );
+    }
+
+    #[test]
+    fn tags_in_build_index_and_remote_replication_paths() {
+        assert_eq!(
+            tag_in_path("HEAD", "/tags/repo%2Fa:v1"),
+            Some("repo/a:v1".into())
+        );
+        let put = format!("/tags/repo%2Fa:v1/digest/sha256:{HEX}");
+        assert_eq!(tag_in_path("PUT", &put), Some("repo/a:v1".into()));
+        assert!(is_tag_put("PUT", &put) && !is_tag_put("GET", "/tags/x"));
+        let remote = format!("/namespace/repo%2Fa:v1/blobs/sha256:{HEX}/remote/localhost:15022");
+        assert_eq!(tag_in_path("POST", &remote), Some("repo/a:v1".into()));
+        let mut s = span(SpanKind::Server, "POST", "url.path", &remote);
+        enrich(&mut s);
+        assert_eq!(s.name, "origin.replicate_to_remote");
+        assert_eq!(
+            s.attr("kraken.remote"),
+            Some(&AttrValue::Str("localhost:15022".into()))
+        );
+        assert_eq!(tag_in_path("GET", "/origin"), None);
     }
 
     #[test]
