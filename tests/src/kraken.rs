@@ -71,11 +71,23 @@ pub mod ports {
     pub const AGENT_PEER: u16 = 16001;
     /// Agent's own HTTP server (Go listens on TCP directly, no nginx).
     pub const AGENT_SERVER: u16 = 16002;
-    pub const ALL: [u16; 9] = [
+    /// A second origin ([`Cluster::start_with_replica`]): P2P and blob server ports.
+    pub const ORIGIN2_PEER: u16 = 15011;
+    pub const ORIGIN2: u16 = 15012;
+    /// The remote cluster ([`Cluster::start_with_remote`]): its origin and build-index.
+    pub const REMOTE_ORIGIN_PEER: u16 = 15021;
+    pub const REMOTE_ORIGIN: u16 = 15022;
+    pub const REMOTE_BUILD_INDEX: u16 = 15024;
+    pub const ALL: [u16; 14] = [
+        REMOTE_ORIGIN_PEER,
+        REMOTE_ORIGIN,
+        REMOTE_BUILD_INDEX,
         TESTFS,
         PROXY,
         ORIGIN_PEER,
         ORIGIN,
+        ORIGIN2_PEER,
+        ORIGIN2,
         TRACKER,
         BUILD_INDEX,
         AGENT_REGISTRY,
@@ -94,6 +106,9 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const SOCKETS: &[&str] = &[
     "/tmp/kraken-agent-registry.sock",
     "/tmp/kraken-origin.sock",
+    "/tmp/kraken-origin2.sock",
+    "/tmp/kraken-remote-origin.sock",
+    "/tmp/kraken-remote-build-index.sock",
     "/tmp/kraken-tracker.sock",
     "/tmp/kraken-build-index.sock",
     "/tmp/kraken-proxy.sock",
@@ -120,6 +135,13 @@ pub enum Component {
     BuildIndex,
     Proxy,
     Agent,
+    /// A second origin in the same hash ring (only with [`Cluster::start_with_replica`]; not in
+    /// [`Component::ALL`]): the replica of every blob.
+    Origin2,
+    /// The remote cluster's origin and build-index (only with [`Cluster::start_with_remote`]):
+    /// the local build-index replicates tags to it.
+    RemoteOrigin,
+    RemoteBuildIndex,
 }
 
 impl Component {
@@ -141,6 +163,18 @@ impl Component {
             Component::BuildIndex => "build-index",
             Component::Proxy => "proxy",
             Component::Agent => "agent",
+            Component::Origin2 => "origin2",
+            Component::RemoteOrigin => "remote-origin",
+            Component::RemoteBuildIndex => "remote-build-index",
+        }
+    }
+
+    /// Its executable's name.
+    pub fn exe(self) -> &'static str {
+        match self {
+            Component::Origin2 | Component::RemoteOrigin => "origin",
+            Component::RemoteBuildIndex => "build-index",
+            c => c.name(),
         }
     }
 
@@ -154,6 +188,9 @@ impl Component {
             Component::BuildIndex => ports::BUILD_INDEX,
             Component::Proxy => ports::PROXY,
             Component::Agent => ports::AGENT_SERVER,
+            Component::Origin2 => ports::ORIGIN2,
+            Component::RemoteOrigin => ports::REMOTE_ORIGIN,
+            Component::RemoteBuildIndex => ports::REMOTE_BUILD_INDEX,
         }
     }
 
@@ -169,14 +206,14 @@ impl Component {
 
     /// The installed (unstripped) binary.
     pub fn bin(self) -> PathBuf {
-        install_dir().join("bin").join(self.name())
+        install_dir().join("bin").join(self.exe())
     }
 
     /// A stripped (`-ldflags=-s -w`) copy of the binary, built for agent and origin only.
     pub fn stripped_bin(self) -> Option<PathBuf> {
         let p = install_dir()
             .join("bin")
-            .join(format!("{}-stripped", self.name()));
+            .join(format!("{}-stripped", self.exe()));
         p.is_file().then_some(p)
     }
 
@@ -193,6 +230,25 @@ impl Component {
                 format!("--peer-port={}", ports::ORIGIN_PEER),
                 "--zone=local".into(),
             ],
+            Component::Origin2 => vec![
+                config,
+                "--blobserver-hostname=localhost".into(),
+                format!("--blobserver-port={}", ports::ORIGIN2),
+                "--peer-ip=127.0.0.1".into(),
+                format!("--peer-port={}", ports::ORIGIN2_PEER),
+                "--zone=local".into(),
+            ],
+            Component::RemoteOrigin => vec![
+                config,
+                "--blobserver-hostname=localhost".into(),
+                format!("--blobserver-port={}", ports::REMOTE_ORIGIN),
+                "--peer-ip=127.0.0.1".into(),
+                format!("--peer-port={}", ports::REMOTE_ORIGIN_PEER),
+                "--zone=local".into(),
+            ],
+            Component::RemoteBuildIndex => {
+                vec![config, format!("--port={}", ports::REMOTE_BUILD_INDEX)]
+            }
             Component::BuildIndex => vec![config, format!("--port={}", ports::BUILD_INDEX)],
             Component::Proxy => vec![config, format!("--port={}", ports::PROXY)],
             Component::Agent => vec![
@@ -220,6 +276,15 @@ impl Component {
             Component::Testfs => &[(ports::TESTFS, "/health")],
             Component::Tracker => &[(ports::TRACKER, "/health"), (ports::TRACKER, "/readiness")],
             Component::Origin => &[(ports::ORIGIN, "/health"), (ports::ORIGIN, "/readiness")],
+            Component::Origin2 => &[(ports::ORIGIN2, "/health"), (ports::ORIGIN2, "/readiness")],
+            Component::RemoteOrigin => &[
+                (ports::REMOTE_ORIGIN, "/health"),
+                (ports::REMOTE_ORIGIN, "/readiness"),
+            ],
+            Component::RemoteBuildIndex => &[
+                (ports::REMOTE_BUILD_INDEX, "/health"),
+                (ports::REMOTE_BUILD_INDEX, "/readiness"),
+            ],
             Component::BuildIndex => &[
                 (ports::BUILD_INDEX, "/health"),
                 (ports::BUILD_INDEX, "/readiness"),
@@ -253,13 +318,17 @@ pub struct Cluster {
     /// With [`Cluster::start_on_nodes`]: the simulated nodes (dropped after the processes).
     net: Option<crate::netns::Net>,
     _lock: ClusterLock,
+    /// Started with [`Component::Origin2`].
+    replica: bool,
+    /// Started with the remote cluster.
+    remote: bool,
 }
 
 impl Cluster {
     /// Starts the whole cluster and waits until every component answers its health and
     /// readiness checks. Fails with the tails of the component logs otherwise.
     pub fn start() -> Result<Cluster> {
-        Self::start_with(false)
+        Cluster::start_with(false, false, false)
     }
 
     /// Like [`start`](Self::start), with the components on three simulated nodes (network
@@ -267,7 +336,7 @@ impl Cluster {
     /// (origin, testfs, build-index, proxy), each on its own address; the configs name the
     /// other nodes by address. Each node's processes can then be traced by its own tracer.
     pub fn start_on_nodes() -> Result<Cluster> {
-        Self::start_with(true)
+        Cluster::start_with(true, false, false)
     }
 
     /// The simulated node a component runs on (`start_on_nodes`).
@@ -279,7 +348,20 @@ impl Cluster {
         }
     }
 
-    fn start_with(on_nodes: bool) -> Result<Cluster> {
+    /// The cluster plus a small remote cluster (an origin on 15022 and a build-index on 15024,
+    /// backed by the same testfs under other roots) configured as the remote of the local
+    /// build-index for every tag: a tag put with `?replicate=true` is replicated to it.
+    pub fn start_with_remote() -> Result<Cluster> {
+        Cluster::start_with(false, false, true)
+    }
+
+    /// The cluster with a second origin ([`Component::Origin2`], ports 15011/15012) in both
+    /// origins' hash ring: every committed upload is duplicated to the other origin.
+    pub fn start_with_replica() -> Result<Cluster> {
+        Cluster::start_with(false, true, false)
+    }
+
+    fn start_with(on_nodes: bool, replica: bool, remote: bool) -> Result<Cluster> {
         let install = install_dir();
         for c in Component::ALL {
             if !c.bin().is_file() {
@@ -322,6 +404,8 @@ impl Cluster {
             started_in: Duration::ZERO,
             net,
             _lock: lock,
+            replica,
+            remote,
         };
         cluster.write_state()?;
         let testfs_before = testfs_dirs();
@@ -330,6 +414,18 @@ impl Cluster {
             cluster.spawn(c, &install, &hostname)?;
         }
         cluster.wait_ready(started)?;
+        if replica {
+            // After the first origin is up: both write their nginx config to the same path
+            // (/tmp/nginx/kraken-origin), read by each nginx as it starts.
+            cluster.spawn(Component::Origin2, &install, &hostname)?;
+            cluster.wait_ready(started)?;
+        }
+        if remote {
+            for c in [Component::RemoteOrigin, Component::RemoteBuildIndex] {
+                cluster.spawn(c, &install, &hostname)?;
+                cluster.wait_ready(started)?;
+            }
+        }
         cluster.testfs_dir = testfs_dirs().difference(&testfs_before).next().cloned();
         cluster.write_state()?;
         cluster.started_in = started.elapsed();
@@ -352,7 +448,23 @@ impl Cluster {
                 .with_context(|| format!("reading {}", template.display()))?
                 .replace("@BASE@", &install.join("config").to_string_lossy())
                 .replace("@STATE@", &self.dir.to_string_lossy())
-                .replace("@HOSTNAME@", hostname);
+                .replace("@HOSTNAME@", hostname)
+                .replace(
+                    "@REMOTES@",
+                    if self.remote {
+                        r#"{"localhost:15024": [".*"]}"#
+                    } else {
+                        "{}"
+                    },
+                )
+                .replace(
+                    "@ORIGINS@",
+                    if self.replica {
+                        "[localhost:15002, localhost:15012]"
+                    } else {
+                        "[localhost:15002]"
+                    },
+                );
             // On nodes: every "localhost:<port>" names the node that serves that port.
             let text = match &self.net {
                 Some(_) => ports::ALL.iter().fold(text, |t, p| {
@@ -524,9 +636,11 @@ impl Cluster {
 
     /// Fails, with the logs, unless every component is alive.
     pub fn check_alive(&self) -> Result<()> {
-        let dead: Vec<&str> = Component::ALL
+        let dead: Vec<&str> = self
+            .procs
             .iter()
-            .filter(|c| !self.alive(**c))
+            .map(|p| p.component)
+            .filter(|c| !self.alive(*c))
             .map(|c| c.name())
             .collect();
         if !dead.is_empty() {

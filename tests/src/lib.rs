@@ -21,6 +21,7 @@ pub mod http;
 pub mod jaeger;
 pub mod kraken;
 pub mod netns;
+pub mod oci;
 pub mod procstat;
 pub mod qemu;
 pub mod waterfall;

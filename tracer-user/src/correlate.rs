@@ -23,6 +23,7 @@ use tracer_common::probe::ProbeId;
 use crate::{
     clock::{Clock, to_wall},
     events::{Event, HttpClient, HttpClientEnd, HttpServe, HttpServeEnd, KernelIds, KrakenEvent},
+    kraken::UploadStep,
     sample::Sampler,
     socket::TcpCounters,
     span::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus},
@@ -69,6 +70,13 @@ pub struct CorrelateStats {
     pub kraken_noise: u64,
     /// Server spans whose parent came from an incoming `traceparent` header.
     pub from_traceparent: u64,
+    /// Kraken uploads (proxy.upload, origin.store_blob, origin.receive_replica) that ended with
+    /// their commit request.
+    pub kraken_uploads: u64,
+    /// Kraken uploads never committed (no request for `UPLOAD_IDLE_NS`, or evicted): dropped.
+    pub kraken_uploads_abandoned: u64,
+    /// Backend requests of the origin's writeback linked to the upload of their blob.
+    pub kraken_backend_uploads_linked: u64,
 }
 
 /// Sizes of the correlator's in-flight maps.
@@ -102,6 +110,18 @@ struct Open {
     completed_ns: Option<u64>,
     /// Server spans: the process's TCP counters at the start (socket probes on).
     tcp: Option<TcpCounters>,
+    /// Kraken server spans: the upload this request is a step of (key in `Process::uploads`).
+    upload: Option<(String, UploadStep)>,
+}
+
+/// A Kraken upload in progress: one INTERNAL span from its start request to its commit's end.
+#[derive(Debug)]
+struct Upload {
+    open: Open,
+    /// Chunk (PATCH) requests seen.
+    chunks: i64,
+    /// The last request of this upload started (abandoned uploads expire from there).
+    last_ns: u64,
 }
 
 /// Which semantic layer a process's spans get on top of the generic HTTP one.
@@ -126,6 +146,20 @@ struct Process {
     /// Kraken origin: open `origin.blob_refresh` spans, by digest (they start on a handler
     /// goroutine and end on a worker's).
     refreshes: HashMap<String, Open>,
+    /// Kraken: uploads in progress, by `name|digest` (origin) or `name|upload id` (proxy, once
+    /// its first PATCH names the id) or `name|pending|start|goid` (proxy, before that).
+    uploads: HashMap<String, Upload>,
+    /// Kraken proxy: started uploads whose id isn't known yet, oldest first (namespace, key).
+    pending_uploads: VecDeque<(String, String)>,
+    /// Kraken origin: open `origin.replicate` spans, by the goroutine pushing a committed upload
+    /// to a replica origin.
+    replicating: HashMap<u64, Open>,
+    /// Kraken build-index: tags put recently (tag, context, start), newest last: the tag
+    /// replication executor's calls for a tag join the put that caused them.
+    tag_puts: VecDeque<(String, Ctx, u64)>,
+    /// Kraken origin: uploads committed recently (digest, context, end), newest last, for the
+    /// asynchronous writeback to the backend.
+    stored: VecDeque<(String, Ctx, u64)>,
 }
 
 /// A goroutine parent link unused for this long is forgotten (its goroutine has likely ended).
@@ -136,6 +170,21 @@ const LINK_WINDOW_NS: u64 = 10_000_000_000;
 const MAX_OUTBOUND_PER_KEY: usize = 64;
 /// Distinct (method, path) keys remembered for linking.
 const MAX_OUTBOUND_KEYS: usize = 16_384;
+/// An upload with no request for this long is abandoned (Kraken's own upload TTL is longer,
+/// but a client that stopped for 5 minutes is not coming back in the same trace).
+const UPLOAD_IDLE_NS: u64 = 300_000_000_000;
+/// Uploads in progress per process.
+const MAX_UPLOADS: usize = 4_096;
+/// Committed uploads remembered per process for the backend writeback link, and for how long.
+const MAX_STORED: usize = 1_024;
+const STORED_WINDOW_NS: u64 = 600_000_000_000;
+
+/// The part of a path both sides of a same-node link have: client paths are captured up to
+/// `PATH_LEN` bytes, server paths (the request URI) further.
+fn link_path(path: &str) -> &str {
+    let n = tracer_common::event::PATH_LEN;
+    path.get(..n).unwrap_or(path)
+}
 
 /// A client span open somewhere: (process, goroutine, start time).
 type OutboundRef = (u32, u64, u64);
@@ -181,7 +230,14 @@ impl Correlator {
     pub fn open_spans(&self) -> usize {
         self.processes
             .values()
-            .map(|p| p.servers.len() + p.clients.len() + p.internal.len() + p.refreshes.len())
+            .map(|p| {
+                p.servers.len()
+                    + p.clients.len()
+                    + p.internal.len()
+                    + p.refreshes.len()
+                    + p.uploads.len()
+                    + p.replicating.len()
+            })
             .sum()
     }
 
@@ -197,6 +253,11 @@ impl Correlator {
                 announcing: HashMap::new(),
                 internal: HashMap::new(),
                 refreshes: HashMap::new(),
+                uploads: HashMap::new(),
+                pending_uploads: VecDeque::new(),
+                stored: VecDeque::new(),
+                replicating: HashMap::new(),
+                tag_puts: VecDeque::new(),
             },
         );
     }
@@ -204,8 +265,12 @@ impl Correlator {
     /// Forgets a process (it exited); its open spans are counted as expired.
     pub fn forget(&mut self, pid: u32) {
         if let Some(p) = self.processes.remove(&pid) {
-            self.stats.expired +=
-                (p.servers.len() + p.clients.len() + p.internal.len() + p.refreshes.len()) as u64;
+            self.stats.expired += (p.servers.len()
+                + p.clients.len()
+                + p.internal.len()
+                + p.refreshes.len()
+                + p.uploads.len()
+                + p.replicating.len()) as u64;
         }
     }
 
@@ -247,7 +312,7 @@ impl Correlator {
     }
 
     fn remember_outbound(&mut self, tgid: u32, e: &HttpClient) {
-        let key = (e.method.text.clone(), e.path.text.clone());
+        let key = (e.method.text.clone(), link_path(&e.path.text).to_owned());
         if !self.outbound.contains_key(&key) && self.outbound.len() >= MAX_OUTBOUND_KEYS {
             // Bounded: forget all pending links rather than track ages per key.
             self.outbound.clear();
@@ -269,7 +334,7 @@ impl Correlator {
         path: &str,
         start_ns: u64,
     ) -> Option<(Ctx, Option<String>)> {
-        let key = (method.to_owned(), path.to_owned());
+        let key = (method.to_owned(), link_path(path).to_owned());
         let q = self.outbound.get_mut(&key)?;
         let mut found = None;
         let mut i = 0;
@@ -308,7 +373,12 @@ impl Correlator {
         let max_age = u64::try_from(self.limits.max_age.as_nanos()).unwrap_or(u64::MAX);
         let cutoff = mono_now.saturating_sub(max_age);
         for p in self.processes.values_mut() {
-            for map in [&mut p.servers, &mut p.clients, &mut p.internal] {
+            for map in [
+                &mut p.servers,
+                &mut p.clients,
+                &mut p.internal,
+                &mut p.replicating,
+            ] {
                 let before = map.len();
                 map.retain(|_, o| o.start_ns >= cutoff);
                 self.stats.expired += (before - map.len()) as u64;
@@ -316,6 +386,15 @@ impl Correlator {
             let before = p.refreshes.len();
             p.refreshes.retain(|_, o| o.start_ns >= cutoff);
             self.stats.expired += (before - p.refreshes.len()) as u64;
+            let idle_cutoff = mono_now.saturating_sub(UPLOAD_IDLE_NS);
+            let before = p.uploads.len();
+            p.uploads.retain(|_, u| u.last_ns >= idle_cutoff);
+            self.stats.kraken_uploads_abandoned += (before - p.uploads.len()) as u64;
+            let uploads = &p.uploads;
+            p.pending_uploads.retain(|(_, k)| uploads.contains_key(k));
+            let stored_cutoff = mono_now.saturating_sub(STORED_WINDOW_NS);
+            p.stored.retain(|(_, _, end)| *end >= stored_cutoff);
+            p.tag_puts.retain(|(_, _, start)| *start >= stored_cutoff);
             // Goroutines end without telling us: a parent link unused for a while is dropped
             // (a later call on that goroutine carries its parent again).
             let parents_cutoff = mono_now.saturating_sub(PARENT_IDLE_NS);
@@ -498,6 +577,22 @@ fn server_start(
             digest = Some(d);
         }
     }
+    if p.profile == Profile::Kraken
+        && crate::kraken::is_tag_put(&e.method.text, e.path())
+        && let Some(tag) = crate::kraken::tag_in_path(&e.method.text, e.path())
+    {
+        if p.tag_puts.len() >= MAX_STORED {
+            p.tag_puts.pop_front();
+        }
+        p.tag_puts.push_back((tag, ctx, e.hdr.ktime_ns));
+    }
+    let upload = (p.profile == Profile::Kraken)
+        .then(|| crate::kraken::upload_request(&e.method.text, e.path()))
+        .flatten();
+    let (ctx, parent, upload) = match upload {
+        Some(u) => join_upload(p, &mut cx, u, ctx, parent, e.hdr.ktime_ns, e.hdr.goid),
+        None => (ctx, parent, None),
+    };
     let mut ctx = ctx;
     if parent.is_none() && p.profile == Profile::Kraken && crate::kraken::is_noise(e.path()) {
         ctx.sampled = false;
@@ -512,8 +607,160 @@ fn server_start(
         digest,
         completed_ns: None,
         tcp: e.tcp,
+        upload,
     };
     cx.insert(&mut p.servers, e.hdr.goid, open);
+}
+
+/// Makes a Kraken upload request a child of its upload's span: the start request opens the
+/// upload (in the place the request would have had: under the linked client span, or a new
+/// trace), the chunks and the commit join it. Returns the request's context, parent and upload.
+fn join_upload(
+    p: &mut Process,
+    cx: &mut Cx<'_>,
+    u: crate::kraken::UploadRequest,
+    ctx: Ctx,
+    parent: Option<[u8; 8]>,
+    now: u64,
+    goid: u64,
+) -> (Ctx, Option<[u8; 8]>, Option<(String, UploadStep)>) {
+    let by_digest = u.digest.as_ref().map(|d| format!("{}|{d}", u.span_name));
+    if u.step == UploadStep::Start {
+        let key = by_digest.unwrap_or_else(|| format!("{}|pending|{now}|{goid}", u.span_name));
+        let mut attributes: Vec<(&'static str, AttrValue)> = Vec::new();
+        if !u.namespace.is_empty() {
+            attributes.push(("kraken.namespace", u.namespace.clone().into()));
+        }
+        if u.span_name == "proxy.upload" {
+            attributes.push(("kraken.repo", u.namespace.clone().into()));
+        }
+        if let Some(d) = &u.digest {
+            attributes.push(("kraken.digest", d.clone().into()));
+        }
+        if let Some(r) = u.replicate {
+            attributes.push(("kraken.replicate", r.into()));
+        }
+        let open = Open {
+            ctx,
+            parent,
+            start_ns: now,
+            name: u.span_name.to_owned(),
+            attributes,
+            digest: u.digest.clone(),
+            completed_ns: None,
+            tcp: None,
+            upload: None,
+        };
+        if p.uploads.len() >= MAX_UPLOADS && !p.uploads.contains_key(&key) {
+            let oldest = p
+                .uploads
+                .iter()
+                .min_by_key(|(_, u)| u.last_ns)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                p.uploads.remove(&k);
+                cx.stats.kraken_uploads_abandoned += 1;
+            }
+        }
+        if u.digest.is_none() {
+            if p.pending_uploads.len() >= MAX_UPLOADS {
+                p.pending_uploads.pop_front();
+            }
+            p.pending_uploads
+                .push_back((u.namespace.clone(), key.clone()));
+        }
+        let upload = Upload {
+            open,
+            chunks: 0,
+            last_ns: now,
+        };
+        if p.uploads.insert(key.clone(), upload).is_some() {
+            // Started again before its commit (a client retry): the old one was abandoned.
+            cx.stats.kraken_uploads_abandoned += 1;
+        }
+        let child = cx.child(&ctx);
+        return (child, Some(ctx.span_id), Some((key, UploadStep::Start)));
+    }
+    // A chunk or the commit: find the upload by digest (origin) or by id (proxy); a proxy
+    // upload's first request naming the id claims the oldest started upload of its repository.
+    let key = match (by_digest, &u.upload_id) {
+        (Some(k), _) => k,
+        (None, Some(id)) => format!("{}|{id}", u.span_name),
+        (None, None) => return (ctx, parent, None),
+    };
+    if !p.uploads.contains_key(&key) {
+        let claimed = p
+            .pending_uploads
+            .iter()
+            .position(|(ns, k)| *ns == u.namespace && k.starts_with(u.span_name))
+            .and_then(|i| p.pending_uploads.remove(i));
+        let Some(up) = claimed.and_then(|(_, k)| p.uploads.remove(&k)) else {
+            return (ctx, parent, None); // started before the tracer, or expired
+        };
+        p.uploads.insert(key.clone(), up);
+    }
+    let Some(up) = p.uploads.get_mut(&key) else {
+        return (ctx, parent, None);
+    };
+    if let Some(id) = &u.upload_id
+        && up.open.attr_missing("kraken.upload_id")
+    {
+        up.open
+            .attributes
+            .push(("kraken.upload_id", id.clone().into()));
+    }
+    if u.step == UploadStep::Chunk {
+        up.chunks += 1;
+    }
+    if u.duplicate {
+        // Another origin pushed this upload here as its replica.
+        "origin.receive_replica".clone_into(&mut up.open.name);
+        for (k, v) in &mut up.open.attributes {
+            if *k == "kraken.replicate" {
+                *v = false.into();
+            }
+        }
+    }
+    up.last_ns = now;
+    let upctx = up.open.ctx;
+    (cx.child(&upctx), Some(upctx.span_id), Some((key, u.step)))
+}
+
+/// Ends an upload with its commit request (`status`: the commit's HTTP status).
+fn finish_upload(
+    p: &mut Process,
+    cx: &mut Cx<'_>,
+    key: &str,
+    end_ns: u64,
+    status: i64,
+    out: &mut impl FnMut(SpanRecord),
+) {
+    let Some(mut up) = p.uploads.remove(key) else {
+        return;
+    };
+    cx.stats.kraken_uploads += 1;
+    up.open.attributes.push(("kraken.chunks", up.chunks.into()));
+    let ms = end_ns.saturating_sub(up.open.start_ns) / 1_000_000;
+    up.open.attributes.push((
+        "kraken.duration_ms",
+        i64::try_from(ms).unwrap_or(i64::MAX).into(),
+    ));
+    // 409: the blob was there already (Kraken answers a duplicate upload so): not an error.
+    let span_status = if status >= 400 && status != 409 {
+        SpanStatus::Error(format!("upload commit HTTP {status}"))
+    } else {
+        SpanStatus::Unset
+    };
+    if span_status == SpanStatus::Unset
+        && let Some(d) = &up.open.digest
+    {
+        if p.stored.len() >= MAX_STORED {
+            p.stored.pop_front();
+        }
+        p.stored.push_back((d.clone(), up.open.ctx, end_ns));
+    }
+    let rec = cx.finish(p, up.open, end_ns, span_status, SpanKind::Internal);
+    out(rec);
 }
 
 fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl FnMut(SpanRecord)) {
@@ -565,7 +812,37 @@ fn server_end(p: &mut Process, mut cx: Cx<'_>, e: &HttpServeEnd, out: &mut impl 
         }
     }
     let (start_ns, completed_ns, offset_ns) = (o.start_ns, o.completed_ns, o.ctx.offset_ns);
+    let commit = match o.upload.take() {
+        Some((key, UploadStep::Commit)) => Some(key),
+        _ => None,
+    };
+    if commit.is_some() {
+        // A push to a replica that never reached its commit (an error on the way) ends with it.
+        let left: Vec<u64> = p
+            .replicating
+            .iter()
+            .filter(|(_, r)| r.parent == Some(span_id))
+            .map(|(g, _)| *g)
+            .collect();
+        for g in left {
+            if let Some(r) = p.replicating.remove(&g) {
+                let rec = cx.finish(
+                    p,
+                    r,
+                    e.hdr.ktime_ns,
+                    SpanStatus::Error("replica not committed".into()),
+                    SpanKind::Internal,
+                );
+                out(rec);
+            }
+        }
+    }
     let rec = cx.finish(p, o, e.hdr.ktime_ns, span_status, SpanKind::Server);
+    if let Some(key) = commit {
+        out(rec);
+        finish_upload(p, &mut cx, &key, e.hdr.ktime_ns, status, out);
+        return;
+    }
     if rec.name == "agent.download_blob" && status == 200 {
         out(download_complete(
             &mut cx,
@@ -637,11 +914,21 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     // The innermost open span on this goroutine wins: a server span, else an internal span
     // (Kraken: the origin's cache write streams the backend download); only then the spans of
     // the goroutines that started this one.
-    let mut parent = p
-        .servers
-        .get(&goid)
-        .or_else(|| p.internal.get(&goid))
-        .map(|o| o.ctx);
+    let upload_step = (p.profile == Profile::Kraken && !e.path.truncated)
+        .then(|| crate::kraken::upload_request(&e.method.text, &e.path.text))
+        .flatten()
+        .map(|u| u.step);
+    let replicate = match p.replicating.get(&goid) {
+        Some(r) => Some(r.ctx),
+        None if upload_step == Some(UploadStep::Start) => start_replicate(p, &mut cx, e),
+        None => start_tag_replication(p, &mut cx, e),
+    };
+    let mut parent = replicate.or_else(|| {
+        p.servers
+            .get(&goid)
+            .or_else(|| p.internal.get(&goid))
+            .map(|o| o.ctx)
+    });
     let mut g = goid;
     for _ in 0..MAX_ANCESTRY {
         if parent.is_some() {
@@ -670,6 +957,19 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         if parent.is_some() {
             cx.stats.kraken_announces_linked += 1;
         }
+    }
+    if parent.is_none() && p.profile == Profile::Kraken && !e.path.truncated {
+        // The origin's writeback to the backend runs on a persisted-retry worker, not under
+        // the upload's requests: link it to the upload of the same blob, open or just committed.
+        if let Some(d) = crate::kraken::backend_blob(&e.method.text, &e.path.text) {
+            parent = stored_upload(p, &d, e.hdr.ktime_ns);
+            if parent.is_some() {
+                cx.stats.kraken_backend_uploads_linked += 1;
+            }
+        }
+    }
+    if p.profile == Profile::Kraken && !e.path.truncated {
+        learn_upload_digest(p, goid, &e.method.text, &e.path.text);
     }
     let orphan_announce = parent.is_none()
         && p.profile == Profile::Kraken
@@ -732,8 +1032,130 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
         digest,
         completed_ns: None,
         tcp: None,
+        upload: upload_step.map(|s| (String::new(), s)),
     };
     cx.insert(&mut p.clients, goid, open);
+}
+
+/// Kraken build-index: a call about a tag from a goroutine with no traced parent (the tag
+/// replication executor runs on a persisted-retry worker) joins the recent put of that tag:
+/// `build_index.replicate_tag` opens there, and the worker's calls (remote build-index, the
+/// origin's `replicateToRemote` per blob, the remote tag put) become its children.
+fn start_tag_replication(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient) -> Option<Ctx> {
+    if p.profile != Profile::Kraken || e.path.truncated {
+        return None;
+    }
+    let tag = crate::kraken::tag_in_path(&e.method.text, &e.path.text)?;
+    let goid = e.hdr.goid;
+    if p.internal.contains_key(&goid) {
+        return None;
+    }
+    // Only where goroutine ancestry finds no request: a handler's own calls stay under it.
+    let mut g = goid;
+    for _ in 0..MAX_ANCESTRY {
+        if p.servers.contains_key(&g) {
+            return None;
+        }
+        match p.parents.get(&g) {
+            Some((pg, _)) if *pg != 0 && *pg != g => g = *pg,
+            _ => break,
+        }
+    }
+    let now = e.hdr.ktime_ns;
+    let (_, put, _) = p
+        .tag_puts
+        .iter()
+        .rev()
+        .find(|(t, _, start)| *t == tag && now.saturating_sub(*start) <= STORED_WINDOW_NS)?;
+    let put = *put;
+    let ctx = cx.child(&put);
+    let mut open = internal_open(
+        ctx,
+        Some(put.span_id),
+        now,
+        "build_index.replicate_tag",
+        "",
+        vec![("kraken.tag", tag.into())],
+    );
+    // Not about one blob: no digest attribute.
+    open.attributes.retain(|(k, _)| *k != "kraken.digest");
+    open.digest = None;
+    cx.insert(&mut p.replicating, goid, open);
+    Some(ctx)
+}
+
+/// Kraken origin: a client upload started under the commit of an upload (on the commit's
+/// goroutine or one it spawned) pushes that blob to a replica origin: `origin.replicate` opens
+/// as the commit's child, and the replica's requests become its children.
+fn start_replicate(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient) -> Option<Ctx> {
+    let mut g = e.hdr.goid;
+    let mut commit = None;
+    for _ in 0..MAX_ANCESTRY {
+        if let Some(s) = p.servers.get(&g)
+            && let Some((key, UploadStep::Commit)) = &s.upload
+            && key.starts_with("origin.")
+        {
+            commit = s.digest.clone().map(|d| (s.ctx, d));
+            break;
+        }
+        match p.parents.get(&g) {
+            Some((pg, _)) if *pg != 0 && *pg != g => g = *pg,
+            _ => break,
+        }
+    }
+    let (cctx, digest) = commit?;
+    let ctx = cx.child(&cctx);
+    let open = internal_open(
+        ctx,
+        Some(cctx.span_id),
+        e.hdr.ktime_ns,
+        "origin.replicate",
+        &digest,
+        vec![("kraken.replica", e.host.text.clone().into())],
+    );
+    cx.insert(&mut p.replicating, e.hdr.goid, open);
+    Some(ctx)
+}
+
+/// The context of the upload of blob `digest` on this process: open, else committed within
+/// `STORED_WINDOW_NS` (newest first).
+fn stored_upload(p: &Process, digest: &str, now: u64) -> Option<Ctx> {
+    let open = p
+        .uploads
+        .values()
+        .filter(|u| u.open.digest.as_deref() == Some(digest))
+        .max_by_key(|u| u.open.start_ns)
+        .map(|u| u.open.ctx);
+    open.or_else(|| {
+        p.stored
+            .iter()
+            .rev()
+            .find(|(d, _, end)| d == digest && now.saturating_sub(*end) <= STORED_WINDOW_NS)
+            .map(|(_, ctx, _)| *ctx)
+    })
+}
+
+/// A proxy upload's requests don't name the blob (the digest is in the commit's query), but the
+/// commit's calls to the origin do: the first one names the upload's digest.
+fn learn_upload_digest(p: &mut Process, goid: u64, method: &str, path: &str) {
+    let Some(key) = p
+        .servers
+        .get(&goid)
+        .and_then(|s| s.upload.as_ref())
+        .map(|(k, _)| k.clone())
+    else {
+        return;
+    };
+    let Some(up) = p.uploads.get_mut(&key) else {
+        return;
+    };
+    if up.open.digest.is_some() {
+        return;
+    }
+    if let Some(d) = crate::kraken::digest_in_path(method, path) {
+        up.open.attributes.push(("kraken.digest", d.clone().into()));
+        up.open.digest = Some(d);
+    }
 }
 
 fn client_end(
@@ -758,7 +1180,19 @@ fn client_end(
             SpanStatus::Unset
         }
     };
-    out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
+    // The replica's commit, or the tag replication's final remote tag put, ends the push.
+    let commit = matches!(o.upload, Some((_, UploadStep::Commit)))
+        || (p.profile == Profile::Kraken
+            && o.name == "PUT"
+            && o.attributes.iter().any(|(k, v)| {
+                *k == "url.full"
+                    && matches!(v, AttrValue::Str(u) if crate::kraken::is_tag_put("PUT", path_of(u)))
+            }));
+    out(cx.finish(p, o, e.hdr.ktime_ns, status.clone(), SpanKind::Client));
+    if commit && let Some(r) = p.replicating.remove(&e.hdr.goid) {
+        // The replica's commit returned: the push to that replica is over.
+        out(cx.finish(p, r, e.hdr.ktime_ns, status, SpanKind::Internal));
+    }
 }
 
 fn kraken_event(
@@ -866,7 +1300,20 @@ fn internal_open(
         digest: Some(digest.to_owned()),
         completed_ns: None,
         tcp: None,
+        upload: None,
     }
+}
+
+impl Open {
+    fn attr_missing(&self, key: &str) -> bool {
+        !self.attributes.iter().any(|(k, _)| *k == key)
+    }
+}
+
+/// The path of a `url.full` as the client span records it (`scheme://host/path`).
+fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 /// "GET /items/{id}" or "example.com/items/" (Go ServeMux patterns) → the path part.
@@ -1777,6 +2224,409 @@ mod tests {
         let cl = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
         let open_write = c.processes[&10].internal.get(&40).unwrap();
         assert_eq!(cl.parent_span_id, Some(open_write.ctx.span_id));
+    }
+
+    /// A request with this method (the `serve` helper sends GETs).
+    fn req(method: &str, goid: u64, t: u64, uri: &str) -> Event {
+        let mut ev = serve(goid, t, uri);
+        if let Event::HttpServe(e) = &mut ev {
+            e.method = cap(method);
+        }
+        ev
+    }
+
+    fn kraken_correlator() -> Correlator {
+        let mut c = correlator(1.0, Limits::default());
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(10, res, Profile::Kraken);
+        c
+    }
+
+    fn call(goid: u64, parent_goid: u64, t: u64, method: &str, host: &str, path: &str) -> Event {
+        let mut ev = client(goid, parent_goid, t);
+        if let Event::HttpClient(e) = &mut ev {
+            e.method = cap(method);
+            e.host = cap(host);
+            e.path = cap(path);
+        }
+        ev
+    }
+
+    #[test]
+    fn origin_chunked_upload_is_one_store_blob_and_its_writeback_joins_it() {
+        let mut c = kraken_correlator();
+        let hex = "12".repeat(32);
+        let base = format!("/namespace/a%2Fb/blobs/sha256:{hex}/uploads");
+        let spans = run(
+            &mut c,
+            &[
+                req("POST", 5, 100, &format!("{base}?size=9")),
+                serve_end(5, 110, 200, ""),
+                req("PATCH", 6, 120, &format!("{base}/u-1")),
+                serve_end(6, 130, 200, ""),
+                req("PATCH", 7, 140, &format!("{base}/u-1")),
+                serve_end(7, 150, 200, ""),
+                req("PUT", 8, 160, &format!("{base}/u-1")),
+                serve_end(8, 2_000_000_170, 200, ""),
+                // The writeback worker (goroutine 90, not descended from any handler).
+                call(
+                    90,
+                    3,
+                    2_000_000_200,
+                    "HEAD",
+                    "localhost:14000",
+                    &format!("/files/blobs/{hex}"),
+                ),
+                client_end(90, 2_000_000_210, 404, false),
+                call(
+                    90,
+                    3,
+                    2_000_000_220,
+                    "POST",
+                    "localhost:14000",
+                    &format!("/files/blobs/{hex}"),
+                ),
+                client_end(90, 2_000_000_230, 200, false),
+            ],
+        );
+        let store: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "origin.store_blob")
+            .collect();
+        assert_eq!(store.len(), 1, "{spans:?}");
+        let store = store[0];
+        assert_eq!(store.kind, SpanKind::Internal);
+        assert_eq!(store.parent_span_id, None);
+        let requests: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server)
+            .collect();
+        assert_eq!(requests.len(), 4);
+        for r in &requests {
+            assert_eq!(r.parent_span_id, Some(store.span_id), "{r:?}");
+            assert_eq!(r.trace_id, store.trace_id);
+        }
+        assert_eq!(store.start, requests[0].start);
+        assert_eq!(store.end, requests[3].end);
+        let attr = |k| store.attr(k).cloned();
+        assert_eq!(
+            attr("kraken.digest"),
+            Some(AttrValue::Str(format!("sha256:{hex}")))
+        );
+        assert_eq!(attr("kraken.namespace"), Some(AttrValue::Str("a/b".into())));
+        assert_eq!(attr("kraken.upload_id"), Some(AttrValue::Str("u-1".into())));
+        assert_eq!(attr("kraken.replicate"), Some(AttrValue::Bool(true)));
+        assert_eq!(attr("kraken.chunks"), Some(AttrValue::Int(2)));
+        assert_eq!(attr("kraken.duration_ms"), Some(AttrValue::Int(2000)));
+        let backend = spans.iter().find(|s| s.name == "backend.upload").unwrap();
+        assert_eq!(backend.parent_span_id, Some(store.span_id));
+        assert_eq!(backend.trace_id, store.trace_id);
+        assert_eq!(
+            backend.attr("kraken.backend_type"),
+            Some(&AttrValue::Str("testfs".into()))
+        );
+        let stat = spans
+            .iter()
+            .find(|s| s.attr("http.request.method") == Some(&AttrValue::Str("HEAD".into())))
+            .unwrap();
+        assert_eq!(
+            stat.parent_span_id,
+            Some(store.span_id),
+            "the writeback's stat too"
+        );
+        assert_eq!(c.stats().kraken_uploads, 1);
+        assert_eq!(c.stats().kraken_backend_uploads_linked, 2);
+        assert_eq!(c.open_spans(), 0);
+        // Another blob's writeback is not linked to it.
+        let other = "34".repeat(32);
+        let spans = run(
+            &mut c,
+            &[
+                call(
+                    91,
+                    3,
+                    2_000_000_300,
+                    "POST",
+                    "localhost:14000",
+                    &format!("/files/blobs/{other}"),
+                ),
+                client_end(91, 2_000_000_310, 200, false),
+            ],
+        );
+        assert_eq!(spans[0].parent_span_id, None);
+    }
+
+    #[test]
+    fn proxy_push_is_one_upload_claiming_its_id_and_learning_its_digest() {
+        let mut c = kraken_correlator();
+        let hex = "56".repeat(32);
+        let spans = run(
+            &mut c,
+            &[
+                req("POST", 5, 100, "/v2/lib/app/blobs/uploads/"),
+                serve_end(5, 110, 202, ""),
+                // Another repository's upload starts meanwhile: it must not take this id.
+                req("POST", 9, 112, "/v2/other/blobs/uploads/"),
+                serve_end(9, 113, 202, ""),
+                req("PATCH", 6, 120, "/v2/lib/app/blobs/uploads/id-1"),
+                serve_end(6, 130, 202, ""),
+                req("PUT", 7, 140, "/v2/lib/app/blobs/uploads/id-1?digest=x"),
+                call(
+                    7,
+                    0,
+                    150,
+                    "GET",
+                    "localhost:15002",
+                    &format!("/blobs/sha256:{hex}/locations"),
+                ),
+                client_end(7, 160, 200, false),
+                serve_end(7, 170, 201, ""),
+            ],
+        );
+        let up = spans.iter().find(|s| s.name == "proxy.upload").unwrap();
+        assert_eq!(
+            up.attr("kraken.repo"),
+            Some(&AttrValue::Str("lib/app".into()))
+        );
+        assert_eq!(
+            up.attr("kraken.namespace"),
+            Some(&AttrValue::Str("lib/app".into()))
+        );
+        assert_eq!(
+            up.attr("kraken.upload_id"),
+            Some(&AttrValue::Str("id-1".into()))
+        );
+        assert_eq!(
+            up.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{hex}")))
+        );
+        assert_eq!(up.attr("kraken.chunks"), Some(&AttrValue::Int(1)));
+        let mine: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(up.span_id))
+            .collect();
+        assert_eq!(mine.len(), 3, "POST, PATCH, PUT: {spans:?}");
+        let put = mine
+            .iter()
+            .find(|s| s.attr("http.request.method") == Some(&AttrValue::Str("PUT".into())))
+            .unwrap();
+        let cl = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+        assert_eq!(cl.parent_span_id, Some(put.span_id));
+        let other = spans
+            .iter()
+            .find(|s| {
+                s.attr("url.path") == Some(&AttrValue::Str("/v2/other/blobs/uploads/".into()))
+            })
+            .unwrap();
+        assert_ne!(other.trace_id, up.trace_id);
+        // The other repository's upload is still open, then abandoned after UPLOAD_IDLE_NS.
+        assert_eq!(c.open_spans(), 1);
+        c.sweep(113 + UPLOAD_IDLE_NS + 1);
+        assert_eq!(c.open_spans(), 0);
+        assert_eq!(c.stats().kraken_uploads_abandoned, 1);
+        assert!(c.processes[&10].pending_uploads.is_empty());
+    }
+
+    #[test]
+    fn upload_span_sits_under_the_calling_client_across_processes_with_long_paths() {
+        let mut c = kraken_correlator();
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(20, res, Profile::Kraken);
+        let hex = "78".repeat(32);
+        let base = format!("/namespace/TODO/blobs/sha256:{hex}/uploads");
+        let long = format!("{base}/8885d7d8-5134-4514-ac13-c7742dceac95");
+        // The client side's path is cut at PATH_LEN bytes, as the kernel captures it.
+        let cut = long
+            .get(..tracer_common::event::PATH_LEN)
+            .unwrap()
+            .to_owned();
+        assert!(cut.len() < long.len());
+        let spans = run(
+            &mut c,
+            &[
+                serve(7, 90, "/push"),
+                call(7, 0, 100, "POST", "localhost:15002", &base),
+                in_pid(req("POST", 50, 101, &base), 20),
+                in_pid(serve_end(50, 102, 200, ""), 20),
+                client_end(7, 103, 200, false),
+                call(7, 0, 110, "PUT", "localhost:15002", &cut),
+                in_pid(req("PUT", 51, 111, &long), 20),
+                in_pid(serve_end(51, 112, 200, ""), 20),
+                client_end(7, 113, 200, false),
+                serve_end(7, 120, 200, ""),
+            ],
+        );
+        let post = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Client && s.name.starts_with("POST"))
+            .unwrap();
+        let store = spans
+            .iter()
+            .find(|s| s.name == "origin.store_blob")
+            .unwrap();
+        assert_eq!(store.parent_span_id, Some(post.span_id));
+        assert!(
+            spans.iter().all(|s| s.trace_id == post.trace_id),
+            "{spans:?}"
+        );
+        assert_eq!(
+            c.stats().linked_across_processes,
+            2,
+            "the cut PUT path links too"
+        );
+    }
+
+    #[test]
+    fn commit_duplicated_to_a_replica_origin_is_source_transfer_destination() {
+        let mut c = kraken_correlator();
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(20, res, Profile::Kraken);
+        let hex = "9a".repeat(32);
+        let base = format!("/namespace/ns/blobs/sha256:{hex}/uploads");
+        let dup = format!("/internal/duplicate/namespace/ns/blobs/sha256:{hex}/uploads/u-b");
+        let b = |ev| in_pid(ev, 20);
+        let spans = run(
+            &mut c,
+            &[
+                req("POST", 5, 100, &base),
+                serve_end(5, 110, 200, ""),
+                req("PUT", 8, 120, &format!("{base}/u-a")),
+                // applyToReplicas: goroutine 50, spawned by the commit's goroutine 8.
+                call(50, 8, 130, "POST", "localhost:15012", &base),
+                b(req("POST", 60, 131, &base)),
+                b(serve_end(60, 132, 200, "")),
+                client_end(50, 133, 200, false),
+                call(
+                    50,
+                    8,
+                    140,
+                    "PATCH",
+                    "localhost:15012",
+                    &format!("{base}/u-b"),
+                ),
+                b(req("PATCH", 61, 141, &format!("{base}/u-b"))),
+                b(serve_end(61, 142, 200, "")),
+                client_end(50, 143, 200, false),
+                call(50, 8, 150, "PUT", "localhost:15012", &dup),
+                b(req("PUT", 62, 151, &dup)),
+                b(serve_end(62, 152, 200, "")),
+                client_end(50, 153, 200, false),
+                serve_end(8, 160, 200, ""),
+            ],
+        );
+        let named = |n: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("{n}: {spans:?}"))
+        };
+        let store = named("origin.store_blob");
+        let commit = spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Server
+                    && s.parent_span_id == Some(store.span_id)
+                    && s.attr("http.request.method") == Some(&AttrValue::Str("PUT".into()))
+            })
+            .unwrap();
+        let source = named("origin.replicate");
+        assert_eq!(source.parent_span_id, Some(commit.span_id));
+        assert_eq!(source.kind, SpanKind::Internal);
+        assert_eq!(
+            source.attr("kraken.replica"),
+            Some(&AttrValue::Str("localhost:15012".into()))
+        );
+        assert_eq!(
+            source.end,
+            spans
+                .iter()
+                .find(|s| s.kind == SpanKind::Client && s.name.starts_with("PUT"))
+                .unwrap()
+                .end
+        );
+        let transfers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Client)
+            .collect();
+        assert_eq!(transfers.len(), 3);
+        assert!(
+            transfers
+                .iter()
+                .all(|t| t.parent_span_id == Some(source.span_id))
+        );
+        let dest = named("origin.receive_replica");
+        let post = transfers
+            .iter()
+            .find(|t| t.name.starts_with("POST"))
+            .unwrap();
+        assert_eq!(dest.parent_span_id, Some(post.span_id));
+        assert_eq!(dest.attr("kraken.replicate"), Some(&AttrValue::Bool(false)));
+        let on_b: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(dest.span_id))
+            .collect();
+        assert_eq!(
+            on_b.len(),
+            3,
+            "POST, PATCH and the duplicate commit on the replica"
+        );
+        assert!(spans.iter().all(|s| s.trace_id == store.trace_id));
+        assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn tag_replication_worker_calls_join_the_tag_put() {
+        let mut c = kraken_correlator();
+        let hex = "bc".repeat(32);
+        let put = format!("/tags/repo%2Fa:v1/digest/sha256:{hex}");
+        let local = "localhost:15002";
+        let remote = "localhost:15024";
+        let spans = run(
+            &mut c,
+            &[
+                req("PUT", 5, 100, &put),
+                serve_end(5, 110, 200, ""),
+                // The executor: worker goroutine 70, not descended from the handler.
+                call(70, 2, 200, "HEAD", remote, "/tags/repo%2Fa:v1"),
+                client_end(70, 201, 404, false),
+                call(70, 2, 210, "GET", remote, "/origin"),
+                client_end(70, 211, 200, false),
+                call(
+                    70,
+                    2,
+                    220,
+                    "POST",
+                    local,
+                    &format!("/namespace/repo%2Fa:v1/blobs/sha256:{hex}/remote/localhost:15022"),
+                ),
+                client_end(70, 230, 200, false),
+                call(70, 2, 240, "PUT", remote, &put),
+                client_end(70, 250, 200, false),
+                // A later call on that worker about nothing traced: not joined.
+                call(70, 2, 300, "GET", remote, "/origin"),
+                client_end(70, 301, 200, false),
+            ],
+        );
+        let tag_put = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+        let rep = spans
+            .iter()
+            .find(|s| s.name == "build_index.replicate_tag")
+            .unwrap();
+        assert_eq!(rep.parent_span_id, Some(tag_put.span_id));
+        assert_eq!(
+            rep.attr("kraken.tag"),
+            Some(&AttrValue::Str("repo/a:v1".into()))
+        );
+        assert_eq!(rep.attr("kraken.digest"), None);
+        let under: Vec<_> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == Some(rep.span_id))
+            .collect();
+        assert_eq!(under.len(), 4, "{spans:?}");
+        assert_eq!(rep.end, under[3].end, "ends with the remote tag put");
+        let last = spans.last().unwrap();
+        assert_eq!(last.parent_span_id, None);
+        assert_eq!(c.open_spans(), 0);
     }
 
     #[test]

@@ -56,10 +56,14 @@ const ROUTES: &[Route] = &[
         "/namespace/{namespace}/blobs/{digest}/uploads/{uid}",
     ),
     r("PUT", "/namespace/{namespace}/blobs/{digest}/uploads/{uid}"),
-    r(
-        "POST",
-        "/namespace/{namespace}/blobs/{digest}/remote/{remote}",
-    ),
+    // The origin pushing a blob to a remote cluster's origin (tag replication's per-blob step).
+    Route {
+        server_name: Some("origin.replicate_to_remote"),
+        ..r(
+            "POST",
+            "/namespace/{namespace}/blobs/{digest}/remote/{remote}",
+        )
+    },
     r("POST", "/namespace/{namespace}/blobs/{digest}/prefetch"),
     r(
         "PUT",
@@ -87,6 +91,11 @@ const ROUTES: &[Route] = &[
     Route {
         client_name: Some("backend.download"),
         ..r("GET", "/files/blobs/{hex}")
+    },
+    // The origin's writeback of an uploaded blob (testfs' Upload is a POST).
+    Route {
+        client_name: Some("backend.upload"),
+        ..r("POST", "/files/blobs/{hex}")
     },
     r("", "/files/blobs/{hex}"),
     r("", "/files/{path}"),
@@ -216,6 +225,112 @@ pub fn is_announce(path: &str) -> bool {
     match_route("POST", path).is_some_and(|m| m.route.template == "/announce/{infohash}")
 }
 
+/// One request of a chunked upload: the Docker registry v2 push on the proxy
+/// (`POST /v2/<repo>/blobs/uploads/` → `PATCH …/<uid>` → `PUT …/<uid>?digest=`) or Kraken's own
+/// on the origin (`POST /namespace/<ns>/blobs/<digest>/uploads` → `PATCH …/<uid>` → `PUT`;
+/// `/internal/blobs/<digest>/uploads…` for origin-to-origin transfers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadStep {
+    Start,
+    Chunk,
+    Commit,
+}
+
+/// What an upload request says about the upload it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRequest {
+    /// The INTERNAL span that covers the whole upload (`proxy.upload`, `origin.store_blob`,
+    /// `origin.receive_replica`).
+    pub span_name: &'static str,
+    pub step: UploadStep,
+    /// The repository (proxy) or namespace (origin), unescaped; empty for transfers.
+    pub namespace: String,
+    /// `sha256:<hex>` (origin requests name their blob; the proxy's don't).
+    pub digest: Option<String>,
+    /// The upload id (absent on the start request: it comes back in `Location`).
+    pub upload_id: Option<String>,
+    /// Origin cluster uploads are duplicated to the replica origins and written back to the
+    /// backend on commit; transfers between origins are not.
+    pub replicate: Option<bool>,
+    /// The commit of a duplicated upload (`PUT /internal/duplicate/…`): the upload it ends is a
+    /// replica another origin pushed here.
+    pub duplicate: bool,
+}
+
+/// The upload a request is a step of, if it is one.
+pub fn upload_request(method: &str, path: &str) -> Option<UploadRequest> {
+    let m = match_route(method, path)?;
+    let (span_name, replicate) = match m.route.template {
+        "/v2/{repo...}/blobs/uploads/" | "/v2/{repo...}/blobs/uploads/{uid}" => {
+            ("proxy.upload", None)
+        }
+        "/namespace/{namespace}/blobs/{digest}/uploads"
+        | "/namespace/{namespace}/blobs/{digest}/uploads/{uid}" => {
+            ("origin.store_blob", Some(true))
+        }
+        "/internal/blobs/{digest}/uploads" | "/internal/blobs/{digest}/uploads/{uid}" => {
+            ("origin.receive_replica", Some(false))
+        }
+        // A replica's upload starts as a cluster upload and is committed by the duplicate route.
+        "/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}" => {
+            ("origin.store_blob", Some(true))
+        }
+        _ => return None,
+    };
+    let step = match method {
+        "POST" => UploadStep::Start,
+        "PATCH" => UploadStep::Chunk,
+        "PUT" => UploadStep::Commit,
+        _ => return None,
+    };
+    let param = |n: &str| m.params.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    Some(UploadRequest {
+        span_name,
+        step,
+        namespace: param("repo")
+            .or_else(|| param("namespace"))
+            .map(unescape)
+            .unwrap_or_default(),
+        digest: param("digest").map(digest),
+        upload_id: param("uid").map(str::to_owned),
+        replicate,
+        duplicate: m.route.template.starts_with("/internal/duplicate/"),
+    })
+}
+
+/// The blob a request to the storage backend (testfs: `/files/blobs/<hex>`) is about.
+pub fn backend_blob(method: &str, path: &str) -> Option<String> {
+    let m = match_route(method, path)?;
+    if m.route.template != "/files/blobs/{hex}" {
+        return None;
+    }
+    m.params
+        .iter()
+        .find(|(k, _)| *k == "hex")
+        .map(|(_, v)| digest(v))
+}
+
+/// The tag a build-index request is about (`/tags/{tag}…`), or the one the tag replication
+/// executor passes as the namespace of `POST /namespace/{tag}/blobs/{digest}/remote/{remote}`.
+pub fn tag_in_path(method: &str, path: &str) -> Option<String> {
+    let m = match_route(method, path)?;
+    let want = match m.route.template {
+        "/namespace/{namespace}/blobs/{digest}/remote/{remote}" => "namespace",
+        "/tags/{tag}" | "/tags/{tag}/digest/{digest}" => "tag",
+        _ => return None,
+    };
+    m.params
+        .iter()
+        .find(|(k, _)| *k == want)
+        .map(|(_, v)| unescape(v))
+}
+
+/// Whether a request puts a tag (`PUT /tags/{tag}/digest/{digest}`): on a build-index, what
+/// starts tag replication; sent by the replication executor, its last step.
+pub fn is_tag_put(method: &str, path: &str) -> bool {
+    match_route(method, path).is_some_and(|m| m.route.template == "/tags/{tag}/digest/{digest}")
+}
+
 /// Adds the Kraken names and attributes to a span of a Kraken process, if its path is a
 /// Kraken route. Other spans are left as they are.
 pub fn enrich(span: &mut SpanRecord) {
@@ -241,7 +356,7 @@ pub fn enrich(span: &mut SpanRecord) {
         SpanKind::Internal => None,
     };
     span.name = seed.map_or_else(|| format!("{method} {}", m.route.template), str::to_owned);
-    if span.name == "backend.download" {
+    if span.name == "backend.download" || span.name == "backend.upload" {
         let ms = span
             .end
             .duration_since(span.start)
@@ -257,7 +372,14 @@ pub fn enrich(span: &mut SpanRecord) {
             i64::try_from(ms).unwrap_or(i64::MAX).into(),
         ));
     }
-    for (name, value) in m.params {
+    // A client's path is captured up to PATH_LEN bytes: a parameter reaching the cut (an upload
+    // id after a long digest) is partial, so it is not given as an attribute.
+    let cut = span.kind == SpanKind::Client && path.len() >= tracer_common::event::PATH_LEN;
+    let n = m.params.len();
+    for (i, (name, value)) in m.params.into_iter().enumerate() {
+        if cut && i + 1 == n && path.ends_with(value) {
+            continue;
+        }
         let (key, v) = match name {
             // Kraken uses the repository as the blob's namespace on registry pulls.
             "namespace" | "repo" => ("kraken.namespace", unescape(value)),
@@ -450,6 +572,93 @@ mod tests {
             enrich(&mut b);
             assert_eq!(b, before, "{bad}");
         }
+    }
+
+    #[test]
+    fn upload_requests_on_proxy_and_origin() {
+        let u = upload_request("POST", "/v2/library/ubuntu/blobs/uploads/").unwrap();
+        assert_eq!(
+            (u.span_name, u.step, u.namespace.as_str(), &u.upload_id),
+            ("proxy.upload", UploadStep::Start, "library/ubuntu", &None)
+        );
+        let u = upload_request("PUT", "/v2/library/ubuntu/blobs/uploads/u-1").unwrap();
+        assert_eq!(
+            (u.step, u.upload_id.as_deref()),
+            (UploadStep::Commit, Some("u-1"))
+        );
+        let path = format!("/namespace/a%2Fb/blobs/sha256:{HEX}/uploads/u-2");
+        let u = upload_request("PATCH", &path).unwrap();
+        assert_eq!(u.span_name, "origin.store_blob");
+        assert_eq!(u.step, UploadStep::Chunk);
+        assert_eq!(u.namespace, "a/b");
+        assert_eq!(u.digest, Some(format!("sha256:{HEX}")));
+        assert_eq!(u.replicate, Some(true));
+        let u = upload_request("POST", &format!("/internal/blobs/sha256:{HEX}/uploads")).unwrap();
+        assert_eq!(
+            (u.span_name, u.replicate),
+            ("origin.receive_replica", Some(false))
+        );
+        let dup = format!("/internal/duplicate/namespace/a/blobs/sha256:{HEX}/uploads/u-3");
+        let u = upload_request("PUT", &dup).unwrap();
+        assert_eq!(
+            (u.span_name, u.step, u.duplicate),
+            ("origin.store_blob", UploadStep::Commit, true)
+        );
+        assert_eq!(upload_request("GET", "/v2/r/blobs/uploads/u"), None);
+        assert_eq!(
+            upload_request("HEAD", &format!("/v2/r/blobs/sha256:{HEX}")),
+            None
+        );
+        assert_eq!(
+            backend_blob("POST", &format!("/files/blobs/{HEX}")),
+            Some(format!("sha256:{HEX}"))
+        );
+        assert_eq!(backend_blob("POST", "/files/tags/x"), None);
+        let mut c = span(
+            SpanKind::Client,
+            "POST",
+            "url.full",
+            &format!("http://localhost:14000/files/blobs/{HEX}"),
+        );
+        enrich(&mut c);
+        assert_eq!(c.name, "backend.upload");
+        // An upload id cut off by the client path capture is not reported.
+        let long = format!(
+            "http://o:1/namespace/TODO/blobs/sha256:{HEX}/uploads/8885d7d8-5134-4514-ac13-c7742dceac95"
+        );
+        let cut = &long[..long.find("/namespace").unwrap() + tracer_common::event::PATH_LEN];
+        let mut p = span(SpanKind::Client, "PUT", "url.full", cut);
+        enrich(&mut p);
+        assert_eq!(p.attr("kraken.upload_id"), None);
+        assert_eq!(
+            p.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{HEX}")))
+        );
+        assert_eq!(
+            c.attr("kraken.backend_type"),
+            Some(&AttrValue::Str("testfs".into()))
+        );
+    }
+
+    #[test]
+    fn tags_in_build_index_and_remote_replication_paths() {
+        assert_eq!(
+            tag_in_path("HEAD", "/tags/repo%2Fa:v1"),
+            Some("repo/a:v1".into())
+        );
+        let put = format!("/tags/repo%2Fa:v1/digest/sha256:{HEX}");
+        assert_eq!(tag_in_path("PUT", &put), Some("repo/a:v1".into()));
+        assert!(is_tag_put("PUT", &put) && !is_tag_put("GET", "/tags/x"));
+        let remote = format!("/namespace/repo%2Fa:v1/blobs/sha256:{HEX}/remote/localhost:15022");
+        assert_eq!(tag_in_path("POST", &remote), Some("repo/a:v1".into()));
+        let mut s = span(SpanKind::Server, "POST", "url.path", &remote);
+        enrich(&mut s);
+        assert_eq!(s.name, "origin.replicate_to_remote");
+        assert_eq!(
+            s.attr("kraken.remote"),
+            Some(&AttrValue::Str("localhost:15022".into()))
+        );
+        assert_eq!(tag_in_path("GET", "/origin"), None);
     }
 
     #[test]
