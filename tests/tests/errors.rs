@@ -79,20 +79,51 @@ fn permission_denied_without_privileges() {
     assert_error(&out, "ermission denied");
 }
 
-#[test]
-fn verifier_rejection_saves_the_log() {
-    use object::{Object as _, ObjectSection as _};
+/// The eBPF object with the first instruction of `program` turned into `r0 = r5` (r5 is
+/// uninitialised at entry, which every verifier rejects).
+fn object_breaking(program: &str) -> Vec<u8> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
     let obj = kraken_tracer::EBPF_OBJECT;
     let file = object::File::parse(obj).unwrap();
+    let symbol = file
+        .symbols()
+        .find(|s| s.name() == Ok(program))
+        .unwrap_or_else(|| panic!("no symbol for program {program}"));
     let section = file
-        .sections()
-        .find(|s| s.name().is_ok_and(|n| n.starts_with("uprobe")))
-        .expect("a uprobe section");
-    let (start, _) = section.file_range().unwrap();
+        .section_by_index(symbol.section_index().expect("its section"))
+        .unwrap();
+    let (section_start, _) = section.file_range().unwrap();
+    let start = usize::try_from(section_start + symbol.address()).unwrap();
     let mut bad = obj.to_vec();
-    // First instruction becomes `r0 = r5`: r5 is uninitialised at entry, which the verifier rejects.
-    let start = usize::try_from(start).unwrap();
     bad[start..start + 8].copy_from_slice(&[0xbf, 0x50, 0, 0, 0, 0, 0, 0]);
+    bad
+}
+
+#[test]
+fn a_refused_client_program_is_replaced_by_its_stand_in() {
+    // What Debian 12's 6.1 verifier does to http_client (tests/tests/qemu_kernels.rs), forced.
+    let dir = std::env::temp_dir().join("kraken-tracer-verifier-fallback-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tracer = kraken_tracer::tracer::Tracer::load_object(&object_breaking("http_client"), &dir)
+        .expect("the stand-in loads");
+    let subs = tracer.substitutes();
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    assert_eq!(
+        (subs[0].program, subs[0].instead),
+        ("http_client", "http_client_basic")
+    );
+    let log = std::fs::read_to_string(&subs[0].log_path).unwrap();
+    assert!(log.contains("R5"), "verifier log lacks the reason: {log}");
+    // The full programs load on this kernel: nothing is replaced.
+    let tracer = kraken_tracer::tracer::Tracer::load_object(kraken_tracer::EBPF_OBJECT, &dir)
+        .expect("the real object loads");
+    assert!(tracer.substitutes().is_empty());
+}
+
+#[test]
+fn verifier_rejection_saves_the_log() {
+    // http_serve has no stand-in: its rejection stops the tracer.
+    let bad = object_breaking("http_serve");
     let dir = std::env::temp_dir().join("kraken-tracer-verifier-test");
     std::fs::create_dir_all(&dir).unwrap();
     let err = match kraken_tracer::tracer::Tracer::load_object(&bad, &dir) {
