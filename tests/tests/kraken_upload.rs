@@ -6,7 +6,10 @@
 //! - a direct chunked upload to the origin: one `origin.store_blob` root with every request as
 //!   its child;
 //! - with two origins, the commit's duplicate to the replica: `origin.replicate` → requests →
-//!   `origin.receive_replica` in the upload's trace.
+//!   `origin.receive_replica` in the upload's trace;
+//! - with two origins, a download through the agent: the origin that fetched the blob from the
+//!   backend transfers it to the other (`origin.blob_refresh` → `origin.replicate` → requests →
+//!   `origin.receive_replica`) in the download's trace.
 
 use std::{fs, time::Duration};
 
@@ -362,8 +365,16 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
         child_methods(&trace, source, "SPAN_KIND_CLIENT"),
         ["PATCH", "POST", "PUT"]
     );
-    assert!(transfers.iter().any(|t| t.attr("http.route")
-        == Some("/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}")));
+    let dup_commit = transfers
+        .iter()
+        .find(|t| {
+            t.attr("http.route")
+                == Some("/internal/duplicate/namespace/{namespace}/blobs/{digest}/uploads/{uid}")
+        })
+        .unwrap_or_else(|| panic!("the duplicate commit: {}", render(&trace)));
+    // Its path is longer than the client capture, yet it is known as the commit that ends the push.
+    assert_eq!(source.end_unix_nano, dup_commit.end_unix_nano);
+    assert_ne!(source.status_code, "STATUS_CODE_ERROR", "{source:?}");
     // Destination: the replica's upload, under the transfer that started it.
     let dest = trace.span("origin.receive_replica").unwrap();
     assert_eq!(dest.service_name, "kraken-origin2");
@@ -382,6 +393,144 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
     assert!(
         source.start_unix_nano >= commit.start_unix_nano
             && source.end_unix_nano <= commit.end_unix_nano
+    );
+}
+
+/// Replication after a backend refresh: with two origins in the hash ring, a download through
+/// the agent makes an origin (whichever the tracker asked) fetch the blob from testfs; its
+/// refresh's post-download hook then transfers the blob to the other origin
+/// (`POST|PATCH|PUT /internal/blobs/<digest>/uploads…`). The download's trace holds the three
+/// spans of the hop: `origin.replicate` under `origin.blob_refresh` (source), its requests
+/// (transfer), `origin.receive_replica` on the other origin (destination).
+#[test]
+fn transfer_after_a_backend_refresh_is_in_the_download_trace() {
+    let cluster = Cluster::start_with_replica().expect("start the Kraken cluster with 2 origins");
+    let jaeger = Jaeger::start().expect("start Jaeger");
+    let tracer = cluster
+        .trace(
+            &[
+                Component::Agent,
+                Component::Tracker,
+                Component::Origin,
+                Component::Origin2,
+            ],
+            &["--stdout", "--otlp-endpoint", &jaeger.otlp_grpc],
+        )
+        .expect("attach to Kraken");
+    let blob = kraken::random_bytes(300 << 10).unwrap();
+    let hex = cluster.upload_to_testfs(&blob).unwrap();
+    let digest = format!("sha256:{hex}");
+    assert_eq!(cluster.download_via_agent("testfs", &hex).unwrap(), blob);
+    let since = std::time::SystemTime::now() - Duration::from_secs(600);
+    let downloads = || -> Vec<Span> {
+        jaeger
+            .traces("kraken-agent", since)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|t| t.spans)
+            .filter(|s| s.name == "agent.download_blob" && s.attr("kraken.digest") == Some(&digest))
+            .collect()
+    };
+    assert!(tracer_it::wait_until(WAIT, || !downloads().is_empty()));
+    let download = downloads().remove(0);
+    let trace = full_trace(
+        &jaeger,
+        &download.trace_id,
+        &[
+            "agent.download_blob",
+            "origin.blob_refresh",
+            "origin.replicate",
+            "origin.receive_replica",
+        ],
+    );
+    let trees = tracer.stdout_text();
+    let (status, log) = tracer.stop().unwrap();
+    assert!(status.success(), "{log}");
+    eprintln!("{trees}\n{}", render(&trace));
+    cluster.check_alive().expect("Kraken survived being traced");
+
+    let other = |service: &str| match service {
+        "kraken-origin" => ("kraken-origin2", "localhost:15012"),
+        _ => ("kraken-origin", "localhost:15002"),
+    };
+    // Source: under the backend fetch of the blob, on the origin that fetched it (either one;
+    // both may have, if the tracker asked both before either had it).
+    let mut hops = 0;
+    for source in trace.spans.iter().filter(|s| s.name == "origin.replicate") {
+        let refresh = trace
+            .spans
+            .iter()
+            .find(|s| Some(s.span_id.as_str()) == source.parent_span_id.as_deref())
+            .unwrap_or_else(|| panic!("origin.replicate has its parent in the trace: {trace:#?}"));
+        assert_eq!(refresh.name, "origin.blob_refresh", "{}", render(&trace));
+        assert_eq!(refresh.attr("kraken.digest"), Some(digest.as_str()));
+        assert_eq!(source.service_name, refresh.service_name);
+        assert_eq!(source.kind, "SPAN_KIND_INTERNAL");
+        assert_eq!(source.attr("kraken.digest"), Some(digest.as_str()));
+        let (dest_service, dest_addr) = other(&source.service_name);
+        assert_eq!(source.attr("kraken.replica"), Some(dest_addr));
+        assert!(source.start_unix_nano >= refresh.start_unix_nano);
+        // Transfer: the source origin's requests to the other one.
+        let transfers: Vec<&Span> = trace.children(&source.span_id).collect();
+        assert!(
+            transfers
+                .iter()
+                .all(|t| t.kind == "SPAN_KIND_CLIENT" && t.service_name == source.service_name)
+        );
+        let post = transfers
+            .iter()
+            .find(|t| t.name == "POST /internal/blobs/{digest}/uploads")
+            .unwrap_or_else(|| panic!("the transfer's start: {}", render(&trace)));
+        if transfers
+            .iter()
+            .any(|t| t.attr("http.response.status_code") == Some("409"))
+        {
+            // The other origin had fetched the blob itself meanwhile: it answered "already
+            // there", which ends the transfer.
+            continue;
+        }
+        assert_eq!(
+            child_methods(&trace, source, "SPAN_KIND_CLIENT"),
+            ["PATCH", "POST", "PUT"],
+            "300 KiB is one chunk"
+        );
+        assert!(transfers.iter().all(|t| {
+            t.attr("http.route")
+                .is_some_and(|r| r.starts_with("/internal/blobs/{digest}/uploads"))
+        }));
+        let put = transfers.iter().find(|t| method(t) == "PUT").unwrap();
+        assert_eq!(put.attr("http.response.status_code"), Some("200"));
+        assert_eq!(
+            source.end_unix_nano, put.end_unix_nano,
+            "the commit ends it"
+        );
+        assert_ne!(source.status_code, "STATUS_CODE_ERROR", "{source:?}");
+        // Destination: the other origin's upload, under the transfer's start.
+        let dest = trace
+            .children(&post.span_id)
+            .find(|s| s.name == "origin.receive_replica")
+            .unwrap_or_else(|| panic!("origin.receive_replica under the POST: {}", render(&trace)));
+        assert_eq!(dest.service_name, dest_service);
+        assert_eq!(dest.kind, "SPAN_KIND_INTERNAL");
+        assert_eq!(dest.attr("kraken.digest"), Some(digest.as_str()));
+        assert_eq!(dest.attr("kraken.replicate"), Some("false"));
+        assert_eq!(
+            child_methods(&trace, dest, "SPAN_KIND_SERVER"),
+            ["PATCH", "POST", "PUT"]
+        );
+        assert!(
+            trace
+                .children(&dest.span_id)
+                .all(|s| s.service_name == dest_service)
+        );
+        hops += 1;
+    }
+    assert!(hops >= 1, "no complete transfer: {}", render(&trace));
+    // Linked by goroutine ancestry (the refresher's worker spawned the transfers), not by digest.
+    assert!(
+        log.contains("transfers after a backend fetch linked to it: ")
+            && !log.contains("linked to it: 0 by goroutine"),
+        "{log}"
     );
 }
 

@@ -77,6 +77,11 @@ pub struct CorrelateStats {
     pub kraken_uploads_abandoned: u64,
     /// Backend requests of the origin's writeback linked to the upload of their blob.
     pub kraken_backend_uploads_linked: u64,
+    /// Transfers to another origin after a backend fetch (`origin.replicate` under
+    /// `origin.blob_refresh`), linked by goroutine ancestry (the fetch's worker spawned them)...
+    pub kraken_transfers_by_goroutine: u64,
+    /// ... or, that failing, by digest.
+    pub kraken_transfers_by_digest: u64,
 }
 
 /// Sizes of the correlator's in-flight maps.
@@ -160,6 +165,20 @@ struct Process {
     /// Kraken origin: uploads committed recently (digest, context, end), newest last, for the
     /// asynchronous writeback to the backend.
     stored: VecDeque<(String, Ctx, u64)>,
+    /// Kraken origin: backend fetches that ended well recently, newest last: the refresh's
+    /// post-download hook then transfers the blob to the other origins of its hash-ring location
+    /// from goroutines the fetch's worker spawns.
+    refreshed: VecDeque<Refreshed>,
+}
+
+/// A backend fetch that ended well: the blob, the worker goroutine that ran it, the context of
+/// its `origin.blob_refresh` (else its `cache.write`), and when it ended.
+#[derive(Clone, Debug)]
+struct Refreshed {
+    digest: String,
+    worker: u64,
+    ctx: Ctx,
+    end_ns: u64,
 }
 
 /// A goroutine parent link unused for this long is forgotten (its goroutine has likely ended).
@@ -258,6 +277,7 @@ impl Correlator {
                 stored: VecDeque::new(),
                 replicating: HashMap::new(),
                 tag_puts: VecDeque::new(),
+                refreshed: VecDeque::new(),
             },
         );
     }
@@ -394,6 +414,7 @@ impl Correlator {
             p.pending_uploads.retain(|(_, k)| uploads.contains_key(k));
             let stored_cutoff = mono_now.saturating_sub(STORED_WINDOW_NS);
             p.stored.retain(|(_, _, end)| *end >= stored_cutoff);
+            p.refreshed.retain(|r| r.end_ns >= stored_cutoff);
             p.tag_puts.retain(|(_, _, start)| *start >= stored_cutoff);
             // Goroutines end without telling us: a parent link unused for a while is dropped
             // (a later call on that goroutine carries its parent again).
@@ -914,14 +935,23 @@ fn client_start(p: &mut Process, mut cx: Cx<'_>, e: &HttpClient) {
     // The innermost open span on this goroutine wins: a server span, else an internal span
     // (Kraken: the origin's cache write streams the backend download); only then the spans of
     // the goroutines that started this one.
-    let upload_step = (p.profile == Profile::Kraken && !e.path.truncated)
+    // A path cut at the capture limit still names its step when the route matches (the cut
+    // falls in the upload id after a long digest): upload routes end in `/uploads[/{uid}]`.
+    let upload_req = (p.profile == Profile::Kraken)
         .then(|| crate::kraken::upload_request(&e.method.text, &e.path.text))
-        .flatten()
-        .map(|u| u.step);
-    let replicate = match p.replicating.get(&goid) {
-        Some(r) => Some(r.ctx),
-        None if upload_step == Some(UploadStep::Start) => start_replicate(p, &mut cx, e),
-        None => start_tag_replication(p, &mut cx, e),
+        .flatten();
+    let upload_step = upload_req.as_ref().map(|u| u.step);
+    let replicate = match (p.replicating.get(&goid), &upload_req) {
+        (Some(r), _) => Some(r.ctx),
+        (None, Some(u))
+            if u.step == UploadStep::Start && u.span_name == "origin.receive_replica" =>
+        {
+            u.digest
+                .as_deref()
+                .and_then(|d| start_transfer(p, &mut cx, e, d))
+        }
+        (None, Some(u)) if u.step == UploadStep::Start => start_replicate(p, &mut cx, e),
+        (None, _) => start_tag_replication(p, &mut cx, e),
     };
     let mut parent = replicate.or_else(|| {
         p.servers
@@ -1117,6 +1147,60 @@ fn start_replicate(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient) -> Option<C
     Some(ctx)
 }
 
+/// Kraken origin: a transfer (`POST /internal/blobs/<digest>/uploads`, `TransferBlob`) started
+/// after a backend fetch of that blob pushes it to another origin of its hash-ring location (the
+/// refresh's post-download hook, `localReplicationHook` → `applyToReplicas`, on goroutines the
+/// fetch's worker spawns). `origin.replicate` opens as the child of that fetch's
+/// `origin.blob_refresh`: found by goroutine ancestry (the worker that ran the fetch), else by
+/// digest (the newest fetch of the blob, ended or still open); the transfer's requests become
+/// its children.
+fn start_transfer(p: &mut Process, cx: &mut Cx<'_>, e: &HttpClient, digest: &str) -> Option<Ctx> {
+    let now = e.hdr.ktime_ns;
+    let mut g = e.hdr.goid;
+    let mut found = None;
+    for _ in 0..MAX_ANCESTRY {
+        found = p
+            .refreshed
+            .iter()
+            .rev()
+            .find(|r| r.worker == g)
+            .map(|r| r.ctx);
+        if found.is_some() {
+            break;
+        }
+        match p.parents.get(&g) {
+            Some((pg, _)) if *pg != 0 && *pg != g => g = *pg,
+            _ => break,
+        }
+    }
+    if found.is_some() {
+        cx.stats.kraken_transfers_by_goroutine += 1;
+    }
+    let parent = found
+        .or_else(|| {
+            p.refreshed
+                .iter()
+                .rev()
+                .find(|r| r.digest == digest && now.saturating_sub(r.end_ns) <= STORED_WINDOW_NS)
+                .map(|r| r.ctx)
+        })
+        .or_else(|| p.refreshes.get(digest).map(|r| r.ctx))?;
+    if found.is_none() {
+        cx.stats.kraken_transfers_by_digest += 1;
+    }
+    let ctx = cx.child(&parent);
+    let open = internal_open(
+        ctx,
+        Some(parent.span_id),
+        now,
+        "origin.replicate",
+        digest,
+        vec![("kraken.replica", e.host.text.clone().into())],
+    );
+    cx.insert(&mut p.replicating, e.hdr.goid, open);
+    Some(ctx)
+}
+
 /// The context of the upload of blob `digest` on this process: open, else committed within
 /// `STORED_WINDOW_NS` (newest first).
 fn stored_upload(p: &Process, digest: &str, now: u64) -> Option<Ctx> {
@@ -1180,18 +1264,27 @@ fn client_end(
             SpanStatus::Unset
         }
     };
-    // The replica's commit, or the tag replication's final remote tag put, ends the push.
-    let commit = matches!(o.upload, Some((_, UploadStep::Commit)))
+    // The replica's commit, or the tag replication's final remote tag put, ends the push; so
+    // does a failed step of a chunked upload (Kraken's uploader stops there; 409: the replica
+    // has the blob already, which it counts as done).
+    let failed_step = o.upload.is_some() && (e.error || e.status >= 400);
+    let push_status = if failed_step && !e.error && e.status == 409 {
+        SpanStatus::Unset
+    } else {
+        status.clone()
+    };
+    let commit = failed_step
+        || matches!(o.upload, Some((_, UploadStep::Commit)))
         || (p.profile == Profile::Kraken
             && o.name == "PUT"
             && o.attributes.iter().any(|(k, v)| {
                 *k == "url.full"
                     && matches!(v, AttrValue::Str(u) if crate::kraken::is_tag_put("PUT", path_of(u)))
             }));
-    out(cx.finish(p, o, e.hdr.ktime_ns, status.clone(), SpanKind::Client));
+    out(cx.finish(p, o, e.hdr.ktime_ns, status, SpanKind::Client));
     if commit && let Some(r) = p.replicating.remove(&e.hdr.goid) {
         // The replica's commit returned: the push to that replica is over.
-        out(cx.finish(p, r, e.hdr.ktime_ns, status, SpanKind::Internal));
+        out(cx.finish(p, r, e.hdr.ktime_ns, push_status, SpanKind::Internal));
     }
 }
 
@@ -1272,6 +1365,20 @@ fn kraken_event(
                 SpanStatus::Error("backend fetch failed".into())
             };
             let refresh = write.digest.as_ref().and_then(|d| p.refreshes.remove(d));
+            if e.value == 0
+                && let Some(d) = &write.digest
+            {
+                // Next, on this worker: the post-download hook's transfers to the other origins.
+                if p.refreshed.len() >= MAX_STORED {
+                    p.refreshed.pop_front();
+                }
+                p.refreshed.push_back(Refreshed {
+                    digest: d.clone(),
+                    worker: e.hdr.goid,
+                    ctx: refresh.as_ref().map_or(write.ctx, |r| r.ctx),
+                    end_ns: t,
+                });
+            }
             out(cx.finish(p, write, t, status.clone(), SpanKind::Internal));
             if let Some(r) = refresh {
                 out(cx.finish(p, r, t, status, SpanKind::Internal));
@@ -2571,6 +2678,172 @@ mod tests {
             "POST, PATCH and the duplicate commit on the replica"
         );
         assert!(spans.iter().all(|s| s.trace_id == store.trace_id));
+        assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn transfer_after_a_backend_refresh_is_source_transfer_destination() {
+        let mut c = kraken_correlator();
+        let res = Arc::clone(&c.processes[&10].resource);
+        c.register(20, res, Profile::Kraken);
+        let hex = "5e".repeat(32);
+        let kev = |probe, goid, t, digest: &str, value| {
+            Event::Kraken(KrakenEvent {
+                hdr: hdr(probe, goid, t),
+                digest_hex: cap(digest),
+                value,
+            })
+        };
+        let start = format!("/internal/blobs/sha256:{hex}/uploads");
+        // The chunk and commit paths are longer than the client capture: cut in the upload id.
+        let uid = "8885d7d8-5134-4514-ac13-c7742dceac95";
+        let long = format!("{start}/{uid}");
+        let cut = |ev: Event| match ev {
+            Event::HttpClient(mut e) => {
+                e.path = Captured {
+                    text: long[..tracer_common::event::PATH_LEN].to_owned(),
+                    truncated: true,
+                    read_error: false,
+                };
+                Event::HttpClient(e)
+            }
+            other => other,
+        };
+        let b = |ev| in_pid(ev, 20);
+        let spans = run(
+            &mut c,
+            &[
+                serve(
+                    5,
+                    100,
+                    &format!("/internal/namespace/ns/blobs/sha256:{hex}/metainfo"),
+                ),
+                kev(ProbeId::KrakenRefresh, 5, 110, &hex, 0),
+                serve_end(5, 120, 202, ""),
+                kev(ProbeId::KrakenCacheWrite, 40, 125, &hex, 4096),
+                kev(ProbeId::KrakenRefreshDone, 40, 190, "", 0),
+                // localReplicationHook → applyToReplicas: goroutine 50, spawned by worker 40.
+                call(50, 40, 200, "POST", "localhost:15012", &start),
+                b(req("POST", 60, 201, &start)),
+                b(serve_end(60, 202, 200, "")),
+                client_end(50, 203, 200, false),
+                cut(call(50, 40, 210, "PATCH", "localhost:15012", "")),
+                b(req("PATCH", 61, 211, &long)),
+                b(serve_end(61, 212, 200, "")),
+                client_end(50, 213, 200, false),
+                cut(call(50, 40, 220, "PUT", "localhost:15012", "")),
+                b(req("PUT", 62, 221, &long)),
+                b(serve_end(62, 222, 200, "")),
+                client_end(50, 223, 200, false),
+                // A second transfer of the blob from a goroutine with no known parent, answered
+                // 409 (that origin has it already): joined by digest, ended by the conflict.
+                call(70, 0, 300, "POST", "localhost:15022", &start),
+                client_end(70, 303, 409, false),
+            ],
+        );
+        let refresh = spans
+            .iter()
+            .find(|s| s.name == "origin.blob_refresh")
+            .unwrap();
+        let sources: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "origin.replicate")
+            .collect();
+        assert_eq!(sources.len(), 2, "{spans:?}");
+        let source = sources
+            .iter()
+            .find(|s| s.attr("kraken.replica") == Some(&AttrValue::Str("localhost:15012".into())))
+            .unwrap();
+        assert_eq!(source.parent_span_id, Some(refresh.span_id));
+        assert_eq!(source.kind, SpanKind::Internal);
+        assert_eq!(source.status, SpanStatus::Unset);
+        assert_eq!(
+            source.attr("kraken.digest"),
+            Some(&AttrValue::Str(format!("sha256:{hex}")))
+        );
+        let transfers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Client && s.parent_span_id == Some(source.span_id))
+            .collect();
+        assert_eq!(transfers.len(), 3, "POST, PATCH, PUT: {spans:?}");
+        let commit = transfers
+            .iter()
+            .find(|t| t.name == "PUT /internal/blobs/{digest}/uploads/{uid}")
+            .unwrap();
+        assert_eq!(source.end, commit.end, "the transfer's commit ends it");
+        let dest = spans
+            .iter()
+            .find(|s| s.name == "origin.receive_replica")
+            .unwrap();
+        let post = transfers
+            .iter()
+            .find(|t| t.name.starts_with("POST"))
+            .unwrap();
+        assert_eq!(dest.parent_span_id, Some(post.span_id));
+        assert_eq!(
+            spans
+                .iter()
+                .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(dest.span_id))
+                .count(),
+            3
+        );
+        let conflict = sources
+            .iter()
+            .find(|s| s.attr("kraken.replica") == Some(&AttrValue::Str("localhost:15022".into())))
+            .unwrap();
+        assert_eq!(conflict.parent_span_id, Some(refresh.span_id));
+        assert_eq!(conflict.status, SpanStatus::Unset, "409: already there");
+        assert_eq!(
+            (
+                c.stats().kraken_transfers_by_goroutine,
+                c.stats().kraken_transfers_by_digest
+            ),
+            (1, 1)
+        );
+        assert!(spans.iter().all(|s| s.trace_id == refresh.trace_id));
+        assert_eq!(c.open_spans(), 0);
+    }
+
+    #[test]
+    fn a_failed_transfer_step_ends_its_replicate_and_failed_fetches_transfer_nothing() {
+        let mut c = kraken_correlator();
+        let hex = "6f".repeat(32);
+        let other = "70".repeat(32);
+        let kev = |probe, goid, t, digest: &str, value| {
+            Event::Kraken(KrakenEvent {
+                hdr: hdr(probe, goid, t),
+                digest_hex: cap(digest),
+                value,
+            })
+        };
+        let start = |h: &str| format!("/internal/blobs/sha256:{h}/uploads");
+        let spans = run(
+            &mut c,
+            &[
+                kev(ProbeId::KrakenRefresh, 5, 110, &hex, 0),
+                kev(ProbeId::KrakenCacheWrite, 40, 125, &hex, 1),
+                kev(ProbeId::KrakenRefreshDone, 40, 190, "", 0),
+                call(50, 40, 200, "POST", "localhost:15012", &start(&hex)),
+                client_end(50, 203, 500, false),
+                // A fetch that failed runs no hook: a transfer of that blob has no source span.
+                kev(ProbeId::KrakenRefresh, 6, 310, &other, 0),
+                kev(ProbeId::KrakenCacheWrite, 41, 325, &other, 1),
+                kev(ProbeId::KrakenRefreshDone, 41, 390, "", 1),
+                call(51, 0, 400, "POST", "localhost:15012", &start(&other)),
+                client_end(51, 403, 200, false),
+            ],
+        );
+        let sources: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "origin.replicate")
+            .collect();
+        assert_eq!(sources.len(), 1, "{spans:?}");
+        assert!(matches!(sources[0].status, SpanStatus::Error(_)));
+        let failed = spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Client && s.parent_span_id == Some(sources[0].span_id))
+            .unwrap();
+        assert_eq!(sources[0].end, failed.end, "the failed start ends the push");
         assert_eq!(c.open_spans(), 0);
     }
 

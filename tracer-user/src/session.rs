@@ -398,14 +398,17 @@ pub async fn run(args: AttachArgs) -> Result<(), SessionError> {
     log::info!(
         "links: {} server spans linked to another process's client span; kraken: {} announces linked \
          to their download, {} re-announces unsampled, {} health/readiness checks unsampled; {} uploads \
-         committed, {} abandoned, {} backend writeback requests linked to their upload",
+         committed, {} abandoned, {} backend writeback requests linked to their upload; transfers after \
+         a backend fetch linked to it: {} by goroutine, {} by digest",
         cstats.linked_across_processes,
         cstats.kraken_announces_linked,
         cstats.kraken_announces_unlinked,
         cstats.kraken_noise,
         cstats.kraken_uploads,
         cstats.kraken_uploads_abandoned,
-        cstats.kraken_backend_uploads_linked
+        cstats.kraken_backend_uploads_linked,
+        cstats.kraken_transfers_by_goroutine,
+        cstats.kraken_transfers_by_digest
     );
     if policy.enabled() {
         log::info!(
