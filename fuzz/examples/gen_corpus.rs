@@ -423,6 +423,7 @@ const STRUCTS: &[(&str, &[(&str, u64)])] = &[
             ("URL", 16),
             ("Proto", 24),
             ("Header", 56),
+            ("ContentLength", 88),
             ("Host", 128),
             ("RemoteAddr", 176),
             ("RequestURI", 192),
@@ -951,6 +952,7 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
     let serve = |uri: &str, tp: &str| HttpServeEvent {
         hdr: header(ProbeId::HttpServe),
         request: 0xc000_1000,
+        content_length: 0,
         tcp: TcpSnapshot {
             rx_bytes: 4096,
             tx_bytes: 1 << 20,
@@ -985,6 +987,15 @@ fn events() -> Vec<(&'static str, Vec<u8>)> {
     long.method.read_error = 1;
     long.traceparent.len = 1000;
     out.push(("serve-truncated", bytes_of(&long)));
+    let mut chunk = serve(
+        &format!("/namespace/library%2Fubuntu/blobs/sha256:{DIGEST}/uploads/u-1"),
+        "",
+    );
+    chunk.method = gostr::<METHOD_LEN>("PATCH");
+    chunk.content_length = 128 << 10;
+    out.push(("serve-upload-chunk", bytes_of(&chunk)));
+    chunk.content_length = -1; // chunked transfer encoding: unknown
+    out.push(("serve-upload-chunk-unknown-size", bytes_of(&chunk)));
     out.push((
         "serve-end",
         bytes_of(&HttpServeEndEvent {

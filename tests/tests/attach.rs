@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, thread, time::Duration};
 
 use kraken_tracer::{events::Event, symbols::SymbolSource, symbols::sites::SiteKind};
-use tracer_it::{Fixture, Traced, fixture, request};
+use tracer_it::{Fixture, Traced, fixture, http, request};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -44,13 +44,18 @@ fn events_match_requests(stripped: bool) {
     assert_eq!(probe.symbol_source, expected_source);
 
     let mut sent = Vec::new();
+    // Request.ContentLength by request: POSTs carry i * 10 bytes (each target is unique; /status
+    // reads no body: small enough to sit in the server's read buffer, or closing resets).
+    let mut bodies = BTreeMap::new();
     for i in 0..50 {
         let (method, target) = match i % 3 {
             0 => ("GET", format!("/hello?i={i}")),
             1 => ("POST", format!("/status/{}", 200 + i)),
             _ => ("DELETE", format!("/deep?n={}", 10 + i)),
         };
-        request(fx.addr(), method, &target).unwrap();
+        let body = vec![b'x'; if method == "POST" { i * 10 } else { 0 }];
+        http::request(fx.addr(), method, &target, &[], &body, WAIT).unwrap();
+        bodies.insert(target.clone(), Some(body.len() as i64));
         sent.push((method.to_owned(), target));
     }
     // Two events per request: handler entry and response end.
@@ -62,6 +67,12 @@ fn events_match_requests(stripped: bool) {
         assert!(e.header().goid != 0, "no goid");
         if let Event::HttpServe(s) = e {
             assert_eq!(s.host.text, fx.addr().to_string());
+            assert_eq!(
+                Some(&s.content_length),
+                bodies.get(&s.uri.text),
+                "Request.ContentLength of {}",
+                s.uri.text
+            );
             assert!(
                 s.remote_addr.text.starts_with("127.0.0.1:"),
                 "{}",

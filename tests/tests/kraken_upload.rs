@@ -11,9 +11,10 @@
 //!   backend transfers it to the other (`origin.blob_refresh` → `origin.replicate` → requests →
 //!   `origin.receive_replica`) in the download's trace.
 
-use std::{fs, time::Duration};
+use std::{collections::BTreeMap, fs, time::Duration};
 
 use tracer_it::{
+    http,
     jaeger::{Jaeger, Span, Trace},
     kraken::{self, Cluster, Component, ports},
     oci::{oci_image, skopeo},
@@ -35,6 +36,47 @@ fn child_methods(trace: &Trace, parent: &Span, kind: &str) -> Vec<String> {
         .collect();
     m.sort();
     m
+}
+
+/// The pushed image's blobs (`sha256:<hex>` → bytes) as the registry serves them back: the
+/// manifest itself, and the config and layers it lists (skopeo compressed the layer on the way,
+/// so the OCI layout's sizes are not the pushed ones).
+fn pushed_sizes(cluster: &Cluster) -> BTreeMap<String, u64> {
+    let r = http::request(
+        cluster.addr(Component::Proxy),
+        "GET",
+        &format!("/v2/{REPO}/manifests/v1"),
+        &[(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )],
+        &[],
+        WAIT,
+    )
+    .expect("read the pushed manifest back");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let m: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON manifest");
+    let mut sizes = BTreeMap::new();
+    sizes.insert(
+        format!("sha256:{}", kraken::sha256_hex(&r.body)),
+        r.body.len() as u64,
+    );
+    let layers = m["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty(), "{m}");
+    for d in layers.iter().chain([&m["config"]]) {
+        let digest = d["digest"].as_str().expect("digest");
+        let size = d["size"].as_u64().expect("size");
+        sizes.insert(digest.to_owned(), size);
+    }
+    sizes
+}
+
+/// The size of the pushed blob `digest` (which must be one of the push's).
+fn size_of_pushed(sizes: &BTreeMap<String, u64>, digest: &str) -> String {
+    sizes
+        .get(digest)
+        .unwrap_or_else(|| panic!("{digest} is not a blob of the push: {sizes:?}"))
+        .to_string()
 }
 
 /// The whole trace `id` once it holds every span in `names` (the exporters of the proxy and
@@ -59,6 +101,7 @@ fn render(trace: &Trace) -> String {
             "kraken.namespace",
             "kraken.upload_id",
             "kraken.chunks",
+            "kraken.size",
             "kraken.replicate",
             "kraken.replica",
             "kraken.tag",
@@ -94,8 +137,8 @@ fn render(trace: &Trace) -> String {
 }
 
 /// `origin.store_blob` of `digest` in `trace`: INTERNAL on the origin, its requests as direct
-/// children, and the writeback to testfs (`backend.upload`) under it.
-fn assert_store_blob<'t>(trace: &'t Trace, digest: &str, patches: usize) -> &'t Span {
+/// children, `size` bytes in its chunks, and the writeback to testfs (`backend.upload`) under it.
+fn assert_store_blob<'t>(trace: &'t Trace, digest: &str, patches: usize, size: u64) -> &'t Span {
     let store = trace
         .spans
         .iter()
@@ -113,6 +156,12 @@ fn assert_store_blob<'t>(trace: &'t Trace, digest: &str, patches: usize) -> &'t 
         store.attr("kraken.chunks"),
         Some(patches.to_string().as_str())
     );
+    assert_eq!(
+        store.attr("kraken.size"),
+        Some(size.to_string().as_str()),
+        "the blob's size"
+    );
+    assert_patch_bodies(trace, store, size);
     let mut want = vec!["PATCH".to_owned(); patches];
     want.extend(["POST".to_owned(), "PUT".to_owned()]);
     want.sort();
@@ -147,6 +196,22 @@ fn assert_store_blob<'t>(trace: &'t Trace, digest: &str, patches: usize) -> &'t 
         .unwrap();
     assert!(backend.start_unix_nano >= commit.start_unix_nano);
     store
+}
+
+/// The upload's chunks (its PATCH children) carried `size` bytes between them, each request's
+/// own `http.request.body.size` (Content-Length) adding up to the upload's `kraken.size`.
+fn assert_patch_bodies(trace: &Trace, upload: &Span, size: u64) {
+    let bodies: Vec<u64> = trace
+        .children(&upload.span_id)
+        .filter(|s| s.kind == "SPAN_KIND_SERVER" && method(s) == "PATCH")
+        .map(|s| {
+            s.attr("http.request.body.size")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("PATCH without a body size: {s:#?}"))
+        })
+        .collect();
+    assert!(bodies.iter().all(|b| *b > 0), "{bodies:?}");
+    assert_eq!(bodies.iter().sum::<u64>(), size, "{bodies:?}");
 }
 
 #[test]
@@ -205,6 +270,7 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
     assert!(status.success(), "{log}");
     eprintln!("{trees}");
     cluster.check_alive().expect("Kraken survived being traced");
+    let sizes = pushed_sizes(&cluster);
 
     // The push: one proxy.upload per blob (config, layer, and Kraken stores the manifest as a
     // blob too), each one trace down to the backend.
@@ -223,6 +289,8 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
         let id = up.attr("kraken.upload_id").expect("upload id");
         assert_eq!(id.len(), 36, "a UUID: {id}");
         let digest = up.attr("kraken.digest").expect("the blob's digest");
+        let size = size_of_pushed(&sizes, digest);
+        assert_eq!(up.attr("kraken.size"), Some(size.as_str()), "{digest}");
         let trace = full_trace(
             &jaeger,
             &up.trace_id,
@@ -251,7 +319,8 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
             assert!(calls.iter().any(|s| method(s) == m), "{m} to the origin");
         }
         eprintln!("{}", render(&trace));
-        let store = assert_store_blob(&trace, digest, 1);
+        assert_patch_bodies(&trace, up, size.parse().unwrap());
+        let store = assert_store_blob(&trace, digest, 1, size.parse().unwrap());
         assert_eq!(
             store.parent_span_id.as_deref(),
             Some(post.span_id.as_str()),
@@ -284,7 +353,7 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
         &["origin.store_blob", "backend.upload"],
     );
     eprintln!("{}", render(&trace));
-    let store = assert_store_blob(&trace, &direct, 3);
+    let store = assert_store_blob(&trace, &direct, 3, blob.len() as u64);
     assert_eq!(store.attr("kraken.namespace"), Some("direct/ns"));
     assert_eq!(
         trace.roots().count(),
@@ -343,7 +412,7 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
     eprintln!("{trees}\n{}", render(&trace));
     cluster.check_alive().expect("Kraken survived being traced");
 
-    let store = assert_store_blob(&trace, &digest, 2);
+    let store = assert_store_blob(&trace, &digest, 2, blob.len() as u64);
     assert_eq!(store.parent_span_id, None);
     let commit = trace
         .children(&store.span_id)
@@ -383,6 +452,12 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
     assert_eq!(dest.attr("kraken.digest"), Some(digest.as_str()));
     let post = transfers.iter().find(|t| method(t) == "POST").unwrap();
     assert_eq!(dest.parent_span_id.as_deref(), Some(post.span_id.as_str()));
+    assert_eq!(
+        dest.attr("kraken.size"),
+        Some(blob.len().to_string().as_str()),
+        "the whole blob reached the replica"
+    );
+    assert_patch_bodies(&trace, dest, blob.len() as u64);
     let received = child_methods(&trace, dest, "SPAN_KIND_SERVER");
     assert_eq!(received, ["PATCH", "POST", "PUT"], "{}", render(&trace));
     assert!(
@@ -605,6 +680,7 @@ fn tag_replication_to_a_remote_cluster_is_in_the_push_trace() {
     let trace = jaeger.trace(&trace.trace_id).unwrap().unwrap_or(trace);
     eprintln!("{}", render(&trace));
     cluster.check_alive().expect("Kraken survived being traced");
+    let sizes = pushed_sizes(&cluster);
 
     let by_id = |id: &str| trace.spans.iter().find(|s| s.span_id == id);
     // Source: the worker's replication, under the tag put that queued it (itself under the
@@ -653,6 +729,11 @@ fn tag_replication_to_a_remote_cluster_is_in_the_push_trace() {
         assert_eq!(
             child_methods(&trace, stored, "SPAN_KIND_SERVER"),
             ["PATCH", "POST", "PUT"]
+        );
+        assert_eq!(
+            stored.attr("kraken.size"),
+            Some(size_of_pushed(&sizes, digest).as_str()),
+            "{digest} stored remotely whole"
         );
     }
     // Last, the tag itself on the remote build-index.

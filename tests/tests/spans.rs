@@ -117,6 +117,9 @@ fn two_servers_traced(protocol: &str) {
         assert_eq!(server.parent_span_id, None);
         assert_eq!(server.attributes["http.request.method"], "GET");
         assert_eq!(server.attributes["http.response.status_code"], "200");
+        // GETs without a body: Request.ContentLength 0, read by the server probe.
+        assert_eq!(server.attributes["http.request.body.size"], "0");
+        assert_eq!(served[0].attributes["http.request.body.size"], "0");
         assert_eq!(
             server.attributes["server.port"],
             a.addr().port().to_string()

@@ -99,6 +99,9 @@ pub struct HttpServeEvent {
     pub hdr: EventHeader,
     /// `*http.Request`, to pair with later events of the same request.
     pub request: u64,
+    /// `Request.ContentLength`: the body's size from `Content-Length`, -1 when unknown
+    /// (chunked, or the field unreadable), 0 for no body.
+    pub content_length: i64,
     /// The process's TCP byte counters as the handler starts (socket probes).
     pub tcp: TcpSnapshot,
     pub method: GoStr<METHOD_LEN>,

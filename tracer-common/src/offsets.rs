@@ -39,6 +39,8 @@ pub struct GoOffsets {
     pub g_parent_goid: u32,
     /// `net/http.Request.Header` (http.Header, a map: one pointer).
     pub request_header: u32,
+    /// `net/http.Request.ContentLength` (int64: -1 unknown, 0 no body).
+    pub request_content_length: u32,
 }
 
 /// What the kernel knows about one traced process (value of the PROCESSES map).

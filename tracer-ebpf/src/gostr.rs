@@ -19,6 +19,16 @@ pub fn field_u64(base: u64, off: u32) -> u64 {
     }
 }
 
+/// Reads the signed word at `base + off`, or `missing` when the field does not exist in this Go
+/// version or cannot be read (so a failed read is never taken for a real 0).
+#[inline(always)]
+pub fn field_i64(base: u64, off: u32, missing: i64) -> i64 {
+    if off == u32::MAX || base == 0 {
+        return missing;
+    }
+    unsafe { bpf_probe_read_user((base + u64::from(off)) as *const i64) }.unwrap_or(missing)
+}
+
 /// Copies the Go string header at `base + off` (`{ptr, len}`) and up to N of its bytes into
 /// `dst`. A failed read is recorded in `dst.read_error`, never fatal for the event.
 #[inline(always)]

@@ -136,6 +136,7 @@ fn serve_rec(goid: u64, t: u64, i: u64) -> Vec<u8> {
     record(&HttpServeEvent {
         hdr: header(ProbeId::HttpServe, goid, t),
         request: 0xc000_1000,
+        content_length: 0,
         tcp: TcpSnapshot {
             rx_bytes: 1_000 + i,
             tx_bytes: 2_000 + i,

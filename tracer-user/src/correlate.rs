@@ -125,6 +125,9 @@ struct Upload {
     open: Open,
     /// Chunk (PATCH) requests seen.
     chunks: i64,
+    /// The blob bytes its requests carried (their `Content-Length`s); `None` once one of them
+    /// had a body of unknown size.
+    size: Option<i64>,
     /// The last request of this upload started (abandoned uploads expire from there).
     last_ns: u64,
 }
@@ -556,6 +559,9 @@ fn server_start(
     if let Some((_, query)) = e.uri.text.split_once('?') {
         attributes.push(("url.query", query.into()));
     }
+    if let Some(n) = e.content_length {
+        attributes.push(("http.request.body.size", n.into()));
+    }
     if let Some((host, port)) = split_host_port(&e.host.text) {
         attributes.push(("server.address", host.into()));
         if let Some(port) = port {
@@ -611,7 +617,7 @@ fn server_start(
         .then(|| crate::kraken::upload_request(&e.method.text, e.path()))
         .flatten();
     let (ctx, parent, upload) = match upload {
-        Some(u) => join_upload(p, &mut cx, u, ctx, parent, e.hdr.ktime_ns, e.hdr.goid),
+        Some(u) => join_upload(p, &mut cx, u, ctx, parent, e),
         None => (ctx, parent, None),
     };
     let mut ctx = ctx;
@@ -642,9 +648,18 @@ fn join_upload(
     u: crate::kraken::UploadRequest,
     ctx: Ctx,
     parent: Option<[u8; 8]>,
-    now: u64,
-    goid: u64,
+    e: &HttpServe,
 ) -> (Ctx, Option<[u8; 8]>, Option<(String, UploadStep)>) {
+    let (now, goid) = (e.hdr.ktime_ns, e.hdr.goid);
+    // The blob bytes this request carries: a chunk's body; on the registry API (the proxy) any
+    // request's body is blob data (a monolithic POST, a last chunk with the commit), while the
+    // origin's commit carries no data (a duplicate commit's body is JSON).
+    let data =
+        (u.step == UploadStep::Chunk || u.span_name == "proxy.upload").then_some(e.content_length);
+    let add = |size: Option<i64>| match data {
+        None => size,
+        Some(body) => size.zip(body).map(|(s, b)| s.saturating_add(b)),
+    };
     let by_digest = u.digest.as_ref().map(|d| format!("{}|{d}", u.span_name));
     if u.step == UploadStep::Start {
         let key = by_digest.unwrap_or_else(|| format!("{}|pending|{now}|{goid}", u.span_name));
@@ -693,6 +708,7 @@ fn join_upload(
         let upload = Upload {
             open,
             chunks: 0,
+            size: add(Some(0)),
             last_ns: now,
         };
         if p.uploads.insert(key.clone(), upload).is_some() {
@@ -733,6 +749,7 @@ fn join_upload(
     if u.step == UploadStep::Chunk {
         up.chunks += 1;
     }
+    up.size = add(up.size);
     if u.duplicate {
         // Another origin pushed this upload here as its replica.
         "origin.receive_replica".clone_into(&mut up.open.name);
@@ -761,6 +778,9 @@ fn finish_upload(
     };
     cx.stats.kraken_uploads += 1;
     up.open.attributes.push(("kraken.chunks", up.chunks.into()));
+    if let Some(size) = up.size {
+        up.open.attributes.push(("kraken.size", size.into()));
+    }
     let ms = end_ns.saturating_sub(up.open.start_ns) / 1_000_000;
     up.open.attributes.push((
         "kraken.duration_ms",
@@ -1539,6 +1559,7 @@ mod tests {
             host: cap("127.0.0.1:8080"),
             remote_addr: cap("127.0.0.1:5555"),
             traceparent: cap(""),
+            content_length: Some(0),
             tcp: None,
             ids: None,
         })
@@ -1745,6 +1766,7 @@ mod tests {
             s.attr("client.address"),
             Some(&AttrValue::Str("127.0.0.1".into()))
         );
+        assert_eq!(s.attr("http.request.body.size"), Some(&AttrValue::Int(0)));
         assert_eq!(
             s.end.duration_since(s.start).unwrap(),
             Duration::from_nanos(250)
@@ -2342,6 +2364,14 @@ mod tests {
         ev
     }
 
+    /// A request whose body is `len` bytes (`None`: unknown, e.g. chunked transfer encoding).
+    fn body(mut ev: Event, len: Option<i64>) -> Event {
+        if let Event::HttpServe(e) = &mut ev {
+            e.content_length = len;
+        }
+        ev
+    }
+
     fn kraken_correlator() -> Correlator {
         let mut c = correlator(1.0, Limits::default());
         let res = Arc::clone(&c.processes[&10].resource);
@@ -2369,11 +2399,12 @@ mod tests {
             &[
                 req("POST", 5, 100, &format!("{base}?size=9")),
                 serve_end(5, 110, 200, ""),
-                req("PATCH", 6, 120, &format!("{base}/u-1")),
+                body(req("PATCH", 6, 120, &format!("{base}/u-1")), Some(5)),
                 serve_end(6, 130, 200, ""),
-                req("PATCH", 7, 140, &format!("{base}/u-1")),
+                body(req("PATCH", 7, 140, &format!("{base}/u-1")), Some(4)),
                 serve_end(7, 150, 200, ""),
-                req("PUT", 8, 160, &format!("{base}/u-1")),
+                // An origin commit's body is no blob data (a duplicate commit's is JSON).
+                body(req("PUT", 8, 160, &format!("{base}/u-1")), Some(23)),
                 serve_end(8, 2_000_000_170, 200, ""),
                 // The writeback worker (goroutine 90, not descended from any handler).
                 call(
@@ -2424,7 +2455,16 @@ mod tests {
         assert_eq!(attr("kraken.upload_id"), Some(AttrValue::Str("u-1".into())));
         assert_eq!(attr("kraken.replicate"), Some(AttrValue::Bool(true)));
         assert_eq!(attr("kraken.chunks"), Some(AttrValue::Int(2)));
+        assert_eq!(attr("kraken.size"), Some(AttrValue::Int(9)), "5 + 4 bytes");
         assert_eq!(attr("kraken.duration_ms"), Some(AttrValue::Int(2000)));
+        let patch = requests
+            .iter()
+            .find(|r| r.attr("http.request.method") == Some(&AttrValue::Str("PATCH".into())))
+            .unwrap();
+        assert_eq!(
+            patch.attr("http.request.body.size"),
+            Some(&AttrValue::Int(5))
+        );
         let backend = spans.iter().find(|s| s.name == "backend.upload").unwrap();
         assert_eq!(backend.parent_span_id, Some(store.span_id));
         assert_eq!(backend.trace_id, store.trace_id);
@@ -2464,6 +2504,54 @@ mod tests {
     }
 
     #[test]
+    fn upload_size_is_left_out_when_a_chunk_size_is_unknown() {
+        let mut c = kraken_correlator();
+        let hex = "ab".repeat(32);
+        let base = format!("/namespace/ns/blobs/sha256:{hex}/uploads");
+        let spans = run(
+            &mut c,
+            &[
+                req("POST", 5, 100, &base),
+                serve_end(5, 110, 200, ""),
+                body(req("PATCH", 6, 120, &format!("{base}/u-1")), Some(64)),
+                serve_end(6, 130, 200, ""),
+                // Chunked transfer encoding: Go reports ContentLength -1.
+                body(req("PATCH", 7, 140, &format!("{base}/u-1")), None),
+                serve_end(7, 150, 200, ""),
+                body(req("PATCH", 9, 155, &format!("{base}/u-1")), Some(64)),
+                serve_end(9, 158, 200, ""),
+                req("PUT", 8, 160, &format!("{base}/u-1")),
+                serve_end(8, 170, 200, ""),
+            ],
+        );
+        let store = spans
+            .iter()
+            .find(|s| s.name == "origin.store_blob")
+            .unwrap();
+        assert_eq!(store.attr("kraken.chunks"), Some(&AttrValue::Int(3)));
+        assert_eq!(
+            store.attr("kraken.size"),
+            None,
+            "a partial sum is not the size"
+        );
+        let sizes: Vec<Option<&AttrValue>> = spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server)
+            .map(|s| s.attr("http.request.body.size"))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                Some(&AttrValue::Int(0)),
+                Some(&AttrValue::Int(64)),
+                None,
+                Some(&AttrValue::Int(64)),
+                Some(&AttrValue::Int(0)),
+            ]
+        );
+    }
+
+    #[test]
     fn proxy_push_is_one_upload_claiming_its_id_and_learning_its_digest() {
         let mut c = kraken_correlator();
         let hex = "56".repeat(32);
@@ -2475,9 +2563,16 @@ mod tests {
                 // Another repository's upload starts meanwhile: it must not take this id.
                 req("POST", 9, 112, "/v2/other/blobs/uploads/"),
                 serve_end(9, 113, 202, ""),
-                req("PATCH", 6, 120, "/v2/lib/app/blobs/uploads/id-1"),
+                body(
+                    req("PATCH", 6, 120, "/v2/lib/app/blobs/uploads/id-1"),
+                    Some(700),
+                ),
                 serve_end(6, 130, 202, ""),
-                req("PUT", 7, 140, "/v2/lib/app/blobs/uploads/id-1?digest=x"),
+                // The registry API's commit may carry the last chunk.
+                body(
+                    req("PUT", 7, 140, "/v2/lib/app/blobs/uploads/id-1?digest=x"),
+                    Some(11),
+                ),
                 call(
                     7,
                     0,
@@ -2508,6 +2603,7 @@ mod tests {
             Some(&AttrValue::Str(format!("sha256:{hex}")))
         );
         assert_eq!(up.attr("kraken.chunks"), Some(&AttrValue::Int(1)));
+        assert_eq!(up.attr("kraken.size"), Some(&AttrValue::Int(711)));
         let mine: Vec<_> = spans
             .iter()
             .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(up.span_id))
@@ -2611,11 +2707,14 @@ mod tests {
                     "localhost:15012",
                     &format!("{base}/u-b"),
                 ),
-                b(req("PATCH", 61, 141, &format!("{base}/u-b"))),
+                b(body(
+                    req("PATCH", 61, 141, &format!("{base}/u-b")),
+                    Some(300),
+                )),
                 b(serve_end(61, 142, 200, "")),
                 client_end(50, 143, 200, false),
                 call(50, 8, 150, "PUT", "localhost:15012", &dup),
-                b(req("PUT", 62, 151, &dup)),
+                b(body(req("PUT", 62, 151, &dup), Some(23))),
                 b(serve_end(62, 152, 200, "")),
                 client_end(50, 153, 200, false),
                 serve_end(8, 160, 200, ""),
@@ -2668,6 +2767,13 @@ mod tests {
             .unwrap();
         assert_eq!(dest.parent_span_id, Some(post.span_id));
         assert_eq!(dest.attr("kraken.replicate"), Some(&AttrValue::Bool(false)));
+        assert_eq!(
+            dest.attr("kraken.size"),
+            Some(&AttrValue::Int(300)),
+            "the duplicate commit's JSON body is not blob data"
+        );
+        // The source's upload saw no chunk here: an empty blob, as far as its bodies tell.
+        assert_eq!(store.attr("kraken.size"), Some(&AttrValue::Int(0)));
         let on_b: Vec<_> = spans
             .iter()
             .filter(|s| s.kind == SpanKind::Server && s.parent_span_id == Some(dest.span_id))

@@ -67,6 +67,9 @@ pub struct HttpServe {
     pub remote_addr: Captured,
     /// The `traceparent` header as received (empty when absent).
     pub traceparent: Captured,
+    /// The request body's size (`Request.ContentLength`): `None` when unknown (chunked
+    /// transfer encoding, or unreadable), `Some(0)` for no body.
+    pub content_length: Option<i64>,
     /// The process's TCP counters as the handler starts (`None`: socket probes off).
     pub tcp: Option<TcpCounters>,
     /// The ids the kernel gave the span.
@@ -216,6 +219,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 host: captured(&e.host),
                 remote_addr: captured(&e.remote_addr),
                 traceparent: captured(&e.traceparent),
+                content_length: Some(e.content_length).filter(|n| *n >= 0),
                 tcp: TcpCounters::from_snapshot(&e.tcp),
                 ids: KernelIds::from(&e.ids),
             }))
@@ -372,6 +376,7 @@ mod tests {
                 ktime_ns: 123,
             },
             request: 0xc000_1000,
+            content_length: 4096,
             tcp: tracer_common::event::TcpSnapshot {
                 rx_bytes: 10,
                 tx_bytes: 20,
@@ -399,6 +404,7 @@ mod tests {
         assert_eq!(e.method.text, "GET");
         assert_eq!(e.path(), "/namespace/x/blobs/sha256:ab");
         assert_eq!(e.host.text, "127.0.0.1:8080");
+        assert_eq!(e.content_length, Some(4096));
         assert_eq!(
             e.tcp,
             Some(TcpCounters {
@@ -409,6 +415,24 @@ mod tests {
         let line = decode(&bytes).unwrap().to_string();
         assert!(!line.contains("secret"), "query leaked: {line}");
         assert!(line.contains("?<redacted>"));
+    }
+
+    #[test]
+    fn request_body_size_is_known_only_when_not_negative() {
+        for (raw, want) in [
+            (0, Some(0)),
+            (131_072, Some(131_072)),
+            (-1, None),
+            (i64::MIN, None),
+            (i64::MAX, Some(i64::MAX)),
+        ] {
+            let mut ev = sample("/");
+            ev.content_length = raw;
+            let Event::HttpServe(e) = decode(&encode(&ev)).unwrap() else {
+                panic!("kind")
+            };
+            assert_eq!(e.content_length, want, "{raw}");
+        }
     }
 
     #[test]
@@ -440,6 +464,7 @@ mod tests {
         assert_eq!(size_of::<EventHeader>(), 40);
         assert_eq!(std::mem::offset_of!(EventHeader, probe), 0);
         assert_eq!(std::mem::offset_of!(HttpServeEvent, request), 40);
+        assert_eq!(std::mem::offset_of!(HttpServeEvent, content_length), 48);
         for size in [
             size_of::<HttpServeEvent>(),
             size_of::<HttpServeEndEvent>(),

@@ -144,7 +144,7 @@ macro_rules! field {
     };
 }
 
-const FIELDS: [FieldSpec; 17] = [
+const FIELDS: [FieldSpec; 18] = [
     field!("net/http.Request", "Method", request_method),
     field!("net/http.Request", "URL", request_url),
     field!("net/http.Request", "Host", request_host),
@@ -162,6 +162,7 @@ const FIELDS: [FieldSpec; 17] = [
     field!("runtime.g", "goid", g_goid),
     field!("runtime.g", "parentGoid", g_parent_goid),
     field!("net/http.Request", "Header", request_header),
+    field!("net/http.Request", "ContentLength", request_content_length),
 ];
 
 /// Section bytes, decompressed if needed.
@@ -615,6 +616,7 @@ mod tests {
             assert!(covered);
             assert_eq!(o.request_pattern == u32::MAX, minor < 23, "go1.{minor}");
             assert_eq!(o.request_header, 56, "go1.{minor}");
+            assert_eq!(o.request_content_length, 88, "go1.{minor}");
             assert_ne!(o.g_parent_goid, 0);
         }
         let goid = |minor| from_table(1, minor, 0).0.g_goid;

@@ -39,6 +39,7 @@ const SINCE_1_21: GoOffsets = GoOffsets {
     g_goid: 152,
     g_parent_goid: 272,
     request_header: 56,
+    request_content_length: 88, // the same in every verified version
 };
 
 /// go1.23 and go1.24: `Request.Pattern` added; `g.syscallbp` added before `goid`.

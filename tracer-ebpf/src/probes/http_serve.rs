@@ -15,7 +15,7 @@ use tracer_common::{
 
 use crate::{
     goabi, gomap,
-    gostr::{field_u64, read_string},
+    gostr::{field_i64, field_u64, read_string},
     maps,
     probes::{self, kraken, socket},
     propagation,
@@ -64,6 +64,7 @@ fn try_http_serve(ctx: &ProbeContext) -> Option<()> {
         }
         (*ev).hdr = hit.hdr;
         (*ev).request = req;
+        (*ev).content_length = field_i64(req, off.request_content_length, -1);
         (*ev).tcp = socket::snapshot(hit.hdr.tgid);
         let ctx = propagation::server_start(
             hit.hdr.tgid,
