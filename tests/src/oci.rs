@@ -71,6 +71,23 @@ pub fn oci_image(dir: &Path) {
     .unwrap();
 }
 
+/// Writes a fresh image layout at `work/src` (the directory is emptied first) and pushes it
+/// through the local cluster's proxy as `repo:v1` (Docker schema 2), as a CI system would.
+pub fn push_through_proxy(work: &Path, repo: &str) {
+    let _ = fs::remove_dir_all(work);
+    oci_image(&work.join("src"));
+    let src = format!("oci:{}:v1", work.join("src").display());
+    let pushed = format!("docker://localhost:{}/{repo}:v1", kraken::ports::PROXY);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &src,
+        &pushed,
+    ]);
+}
+
 pub fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .arg("--insecure-policy")

@@ -7,7 +7,7 @@ use std::{fs, time::Duration};
 use tracer_it::{
     jaeger::Jaeger,
     kraken::{Cluster, Component, ports},
-    oci::{image_blobs, oci_image, skopeo},
+    oci::{image_blobs, push_through_proxy, skopeo},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -18,20 +18,7 @@ fn registry_pull_through_the_agent_is_traced() {
     let cluster = Cluster::start().expect("start the Kraken cluster");
     let jaeger = Jaeger::start().expect("start Jaeger");
     let work = std::env::temp_dir().join(format!("kraken-tracer-oci-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    oci_image(&work.join("src"));
-
-    // Push through Kraken's proxy (Docker schema 2), as a CI system would.
-    let src = format!("oci:{}:v1", work.join("src").display());
-    let pushed = format!("docker://localhost:{}/{REPO}:v1", ports::PROXY);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--format",
-        "v2s2",
-        &src,
-        &pushed,
-    ]);
+    push_through_proxy(&work, REPO);
 
     let tracer = cluster
         .trace(

@@ -16,8 +16,8 @@ use std::{collections::BTreeMap, fs, time::Duration};
 use tracer_it::{
     http,
     jaeger::{Jaeger, Span, Trace},
-    kraken::{self, Cluster, Component, ports},
-    oci::{oci_image, skopeo},
+    kraken::{self, Cluster, Component},
+    oci::push_through_proxy,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -91,6 +91,29 @@ fn full_trace(jaeger: &Jaeger, id: &str, names: &[&str]) -> Trace {
     let t = last.unwrap_or_else(|| panic!("trace {id} not in Jaeger"));
     assert!(ok, "trace {id} lacks one of {names:?}: {t:#?}");
     t
+}
+
+/// The first span of `service` in Jaeger that `pred` accepts (waited for), and its trace once
+/// that trace holds a span of each of `names`.
+fn trace_of_first(
+    jaeger: &Jaeger,
+    service: &str,
+    pred: impl Fn(&Span) -> bool,
+    names: &[&str],
+) -> (Span, Trace) {
+    let since = std::time::SystemTime::now() - Duration::from_secs(600);
+    let first = || -> Option<Span> {
+        jaeger
+            .traces(service, since)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|t| t.spans)
+            .find(|s| pred(s))
+    };
+    assert!(tracer_it::wait_until(WAIT, || first().is_some()));
+    let span = first().unwrap();
+    let trace = full_trace(jaeger, &span.trace_id, names);
+    (span, trace)
 }
 
 /// The trace as an indented tree (for the README), with the few attributes that matter.
@@ -225,18 +248,7 @@ fn uploads_through_proxy_and_to_origin_are_traced() {
         )
         .expect("attach to Kraken");
     let work = std::env::temp_dir().join(format!("kraken-tracer-up-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    oci_image(&work.join("src"));
-    let src = format!("oci:{}:v1", work.join("src").display());
-    let pushed = format!("docker://localhost:{}/{REPO}:v1", ports::PROXY);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--format",
-        "v2s2",
-        &src,
-        &pushed,
-    ]);
+    push_through_proxy(&work, REPO);
 
     // A direct chunked upload: 300 KiB in 128 KiB chunks is 3 PATCHes.
     let blob = kraken::random_bytes(300 << 10).unwrap();
@@ -384,21 +396,10 @@ fn commit_duplicated_to_the_replica_origin_is_in_the_upload_trace() {
             .upload_to_origin("rep/ns", &blob, 128 << 10)
             .unwrap()
     );
-    let since = std::time::SystemTime::now() - Duration::from_secs(600);
-    let stores = || -> Vec<Span> {
-        jaeger
-            .traces("kraken-origin", since)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|t| t.spans)
-            .filter(|s| s.name == "origin.store_blob" && s.attr("kraken.digest") == Some(&digest))
-            .collect()
-    };
-    assert!(tracer_it::wait_until(WAIT, || !stores().is_empty()));
-    let store = stores().remove(0);
-    let trace = full_trace(
+    let (_, trace) = trace_of_first(
         &jaeger,
-        &store.trace_id,
+        "kraken-origin",
+        |s| s.name == "origin.store_blob" && s.attr("kraken.digest") == Some(&digest),
         &[
             "origin.store_blob",
             "origin.replicate",
@@ -496,21 +497,10 @@ fn transfer_after_a_backend_refresh_is_in_the_download_trace() {
     let hex = cluster.upload_to_testfs(&blob).unwrap();
     let digest = format!("sha256:{hex}");
     assert_eq!(cluster.download_via_agent("testfs", &hex).unwrap(), blob);
-    let since = std::time::SystemTime::now() - Duration::from_secs(600);
-    let downloads = || -> Vec<Span> {
-        jaeger
-            .traces("kraken-agent", since)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|t| t.spans)
-            .filter(|s| s.name == "agent.download_blob" && s.attr("kraken.digest") == Some(&digest))
-            .collect()
-    };
-    assert!(tracer_it::wait_until(WAIT, || !downloads().is_empty()));
-    let download = downloads().remove(0);
-    let trace = full_trace(
+    let (_, trace) = trace_of_first(
         &jaeger,
-        &download.trace_id,
+        "kraken-agent",
+        |s| s.name == "agent.download_blob" && s.attr("kraken.digest") == Some(&digest),
         &[
             "agent.download_blob",
             "origin.blob_refresh",
@@ -631,18 +621,7 @@ fn tag_replication_to_a_remote_cluster_is_in_the_push_trace() {
         )
         .expect("attach to Kraken");
     let work = std::env::temp_dir().join(format!("kraken-tracer-rem-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    oci_image(&work.join("src"));
-    let src = format!("oci:{}:v1", work.join("src").display());
-    let pushed = format!("docker://localhost:{}/{REPO}:v1", ports::PROXY);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--format",
-        "v2s2",
-        &src,
-        &pushed,
-    ]);
+    push_through_proxy(&work, REPO);
     let tag = format!("{REPO}:v1");
     assert!(
         tracer_it::wait_until(WAIT, || tracer_it::request(
@@ -654,20 +633,10 @@ fn tag_replication_to_a_remote_cluster_is_in_the_push_trace() {
             == 200),
         "the tag never reached the remote build-index"
     );
-    let since = std::time::SystemTime::now() - Duration::from_secs(600);
-    let replication = || -> Option<Span> {
-        jaeger
-            .traces("kraken-build-index", since)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|t| t.spans)
-            .find(|s| s.name == "build_index.replicate_tag")
-    };
-    assert!(tracer_it::wait_until(WAIT, || replication().is_some()));
-    let rep = replication().unwrap();
-    let trace = full_trace(
+    let (rep, trace) = trace_of_first(
         &jaeger,
-        &rep.trace_id,
+        "kraken-build-index",
+        |s| s.name == "build_index.replicate_tag",
         &[
             "build_index.replicate_tag",
             "origin.replicate_to_remote",
