@@ -112,7 +112,7 @@ impl Support {
 pub fn feature_line(support: &Support) -> String {
     match choose(SocketProbes::Auto, support) {
         Ok(Plan::Try(modes)) if modes.first() == Some(&Mode::Kprobe) => {
-            "feature socket probes: kprobe (tcp_sendmsg, tcp_cleanup_rbuf)".to_owned()
+            format!("feature socket probes: kprobe ({FN_SENDMSG}, {FN_CLEANUP_RBUF})")
         }
         Ok(Plan::Try(_)) => format!(
             "feature socket probes: tracepoint ({TP_CATEGORY}:{TP_SEND}, {TP_CATEGORY}:{TP_RECV}); no kprobes"

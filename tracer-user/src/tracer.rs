@@ -236,12 +236,6 @@ impl Tracer {
         })?;
         let mut substitutes = Vec::new();
         for spec in PROBES {
-            if substitutes
-                .iter()
-                .any(|s: &Substitute| s.program == spec.program)
-            {
-                continue; // a second row of the same program (already replaced)
-            }
             match load_uprobe(&mut ebpf, spec.program, verifier_log_dir) {
                 Ok(()) => {}
                 Err(TracerError::Verifier {
